@@ -1,0 +1,69 @@
+"""storage-init: fast, verified model downloads from object storage.
+
+The public API is exactly what this module re-exports::
+
+    report = await storage_init.download("s3://bucket/models/llama", "/mnt/models")
+"""
+
+from __future__ import annotations
+
+from ._version import __version__ as __version__
+from .api import download as download
+from .api import download_many as download_many
+from .backends.memory import MemoryBackend as MemoryBackend
+from .config import RetryConfig as RetryConfig
+from .config import S3Options as S3Options
+from .config import StorageConfig as StorageConfig
+from .config import TransferConfig as TransferConfig
+from .config import from_env as from_env
+from .errors import AccessDeniedError as AccessDeniedError
+from .errors import BackendUnavailableError as BackendUnavailableError
+from .errors import ConfigError as ConfigError
+from .errors import IntegrityError as IntegrityError
+from .errors import InvalidURIError as InvalidURIError
+from .errors import LocalIOError as LocalIOError
+from .errors import NetworkError as NetworkError
+from .errors import ObjectChangedError as ObjectChangedError
+from .errors import ObjectNotFoundError as ObjectNotFoundError
+from .errors import RemoteError as RemoteError
+from .errors import RetriesExhaustedError as RetriesExhaustedError
+from .errors import StorageInitError as StorageInitError
+from .errors import TransferError as TransferError
+from .errors import UnsafePathError as UnsafePathError
+from .models import DownloadReport as DownloadReport
+from .models import FileReport as FileReport
+from .models import ObjectInfo as ObjectInfo
+from .models import ProgressCallback as ProgressCallback
+from .models import TransferStats as TransferStats
+from .models import VerifyMode as VerifyMode
+
+__all__ = (
+    "AccessDeniedError",
+    "BackendUnavailableError",
+    "ConfigError",
+    "DownloadReport",
+    "FileReport",
+    "IntegrityError",
+    "InvalidURIError",
+    "LocalIOError",
+    "MemoryBackend",
+    "NetworkError",
+    "ObjectChangedError",
+    "ObjectInfo",
+    "ObjectNotFoundError",
+    "ProgressCallback",
+    "RemoteError",
+    "RetriesExhaustedError",
+    "RetryConfig",
+    "S3Options",
+    "StorageConfig",
+    "StorageInitError",
+    "TransferConfig",
+    "TransferError",
+    "TransferStats",
+    "UnsafePathError",
+    "VerifyMode",
+    "__version__",
+    "download",
+    "download_many",
+)

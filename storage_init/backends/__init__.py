@@ -1,0 +1,53 @@
+"""Lazy registry of backends by scheme.
+
+A backend module is imported only when a URI of its scheme is downloaded, so an
+``https://`` download never pays for importing aiobotocore. A scheme whose extra is
+not installed fails with the ``pip install`` line that fixes it.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, cast
+
+from ..errors import BackendUnavailableError, InvalidURIError
+
+if TYPE_CHECKING:
+    from ._base import Backend
+
+__all__ = ["SCHEMES", "backend_class"]
+
+#: scheme -> (module:class, extra, the import that the extra provides)
+SCHEMES: dict[str, tuple[str, str, str]] = {
+    "s3": ("storage_init.backends.s3:S3Backend", "s3", "aiobotocore"),
+    "memory": ("storage_init.backends.memory:MemoryBackend", "", ""),
+}
+
+#: Schemes KServe accepts that this version cannot download yet.
+_PLANNED = ("gs", "az", "http", "https", "hf", "oci", "hdfs", "webhdfs")
+
+
+def backend_class(scheme: str, uri: str = "") -> type[Backend]:
+    """Return the backend class for `scheme`, importing it on first use.
+
+    Raises:
+        InvalidURIError: the scheme is unknown or not supported yet.
+        BackendUnavailableError: the extra that the scheme needs is not installed.
+    """
+    entry = SCHEMES.get(scheme)
+    if entry is None:
+        supported = ", ".join(f"{s}://" for s in SCHEMES if s != "memory")
+        if scheme in _PLANNED:
+            reason = f"{scheme}:// is not supported yet (supported: {supported})"
+        else:
+            reason = f"unsupported scheme {scheme!r} (supported: {supported})"
+        raise InvalidURIError(uri or f"{scheme}://", reason)
+    target, extra, needs = entry
+    module_name, _, class_name = target.partition(":")
+    if needs:
+        try:
+            import_module(needs)
+        except ImportError:
+            raise BackendUnavailableError(scheme, extra, needs) from None
+    module = import_module(module_name)
+    return cast("type[Backend]", getattr(module, class_name))

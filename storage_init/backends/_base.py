@@ -1,0 +1,106 @@
+"""The backend contract: the few operations the engine needs from a store.
+
+A backend is created once per scheme and per download, shared by every
+source/destination pair, and closed with `aclose`. Every method translates the SDK's
+errors into the `storage_init.errors` tree at this boundary (`map_errors`): SDK
+exceptions never reach the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..config import StorageConfig
+    from ..models import ObjectInfo
+
+__all__ = ["Backend", "RangeBody"]
+
+
+class RangeBody(Protocol):
+    """The body of one GET, read in order.
+
+    Attributes:
+        info: what the response headers say about the object (ETag, checksums),
+            or None when they say nothing new.
+    """
+
+    info: ObjectInfo | None
+
+    async def read(self, max_bytes: int) -> bytes:
+        """Return up to `max_bytes` further bytes; ``b""`` at the end of the body.
+
+        Raises:
+            NetworkError: the connection broke or timed out.
+        """
+        ...
+
+
+class Backend(Protocol):
+    """Operations on one kind of store."""
+
+    @classmethod
+    def from_config(cls, config: StorageConfig) -> Backend:
+        """Build the backend from its options in `config`.
+
+        Raises:
+            ConfigError: the options are invalid.
+        """
+        ...
+
+    async def stat(self, bucket: str, key: str) -> ObjectInfo | None:
+        """Return what the store says of `key`, or None if there is no such object.
+
+        Raises:
+            AccessDeniedError: the credentials are refused.
+            TransferError: any other failure.
+        """
+        ...
+
+    def list(self, bucket: str, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """Yield every object whose key starts with `prefix`, page by page.
+
+        Raises:
+            ObjectNotFoundError: the bucket does not exist.
+            AccessDeniedError: listing is refused.
+        """
+        ...
+
+    async def describe(self, bucket: str, info: ObjectInfo) -> ObjectInfo:
+        """Return `info` completed with the stored checksums and part count.
+
+        Raises:
+            ObjectChangedError: the object no longer has the ETag in `info`.
+            TransferError: any other failure.
+        """
+        ...
+
+    async def part_sizes(self, bucket: str, info: ObjectInfo) -> list[int]:
+        """Return the lengths of the upload's parts, in order.
+
+        Raises:
+            IntegrityError: the parts do not add up to the object size.
+            TransferError: any other failure.
+        """
+        ...
+
+    def open_range(
+        self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
+    ) -> AbstractAsyncContextManager[RangeBody]:
+        """Open a GET of bytes ``[start, end)`` pinned to ``info.etag``.
+
+        With `whole`, the request asks for the entire object without a Range header,
+        so that stores return its checksums in the headers.
+
+        Raises:
+            ObjectChangedError: the ETag no longer matches (412).
+            IntegrityError: the Content-Range is not the one asked for.
+            ObjectNotFoundError, AccessDeniedError, RemoteError, NetworkError.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Close connections. The backend cannot be used afterwards."""
+        ...

@@ -1,0 +1,247 @@
+"""The ``storage-init SRC DEST [SRC DEST ...]`` command (KServe's entrypoint contract).
+
+Exit codes:
+
+==== ===================================================================
+0    every file downloaded and verified
+1    a transfer failed (network, server, integrity, local disk)
+2    usage or configuration error
+3    not found, or access denied
+130  interrupted by SIGINT
+143  terminated by SIGTERM
+==== ===================================================================
+
+On failure the one-line reason goes to stderr and, when it exists, to
+``/dev/termination-log`` (what Kubernetes shows as the container's message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ._logging import configure_logging
+from ._progress import ProgressPrinter
+from ._version import __version__
+from .api import download_many
+from .config import StorageConfig, from_env, parse_size, parse_verify
+from .errors import (
+    AccessDeniedError,
+    ConfigError,
+    ObjectNotFoundError,
+    StorageInitError,
+    flatten_group,
+)
+from .models import DownloadReport
+
+__all__ = ["EXIT_CODES", "main"]
+
+log = logging.getLogger("storage_init")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+#: Error class -> exit code; the first matching entry wins.
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (ConfigError, EXIT_USAGE),
+    (ObjectNotFoundError, EXIT_NOT_FOUND),
+    (AccessDeniedError, EXIT_NOT_FOUND),
+    (StorageInitError, EXIT_FAILED),
+)
+TERMINATION_LOG = Path("/dev/termination-log")
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse would print usage and exit 2
+        raise _UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="storage-init",
+        description=(
+            "Download models from object storage into local directories, in "
+            "parallel, verified, and renamed into place only when complete."
+        ),
+        epilog=(
+            "exit codes: 0 ok, 1 transfer failed, 2 usage or config error, "
+            "3 not found or access denied, 130 SIGINT, 143 SIGTERM"
+        ),
+    )
+    parser.add_argument(
+        "pairs", nargs="*", metavar="SRC DEST", help="source URI and directory pairs"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, help="requests in flight (STORAGE_INIT_CONCURRENCY)"
+    )
+    parser.add_argument(
+        "--part-size", help="range size, e.g. 32MiB (STORAGE_INIT_PART_SIZE)"
+    )
+    parser.add_argument(
+        "--memory-budget",
+        help="cap on buffered bytes, e.g. 64MiB (STORAGE_INIT_MEMORY_BUDGET)",
+    )
+    parser.add_argument(
+        "--verify",
+        help="auto|strict|size|off (STORAGE_INIT_VERIFY, default auto)",
+    )
+    parser.add_argument("--report", type=Path, help="write a JSON report to PATH")
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), default=None, help="log line format"
+    )
+    parser.add_argument("--quiet", action="store_true", help="only log errors")
+    parser.add_argument(
+        "--debug", action="store_true", help="debug logs and tracebacks"
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"storage-init {__version__}"
+    )
+    return parser
+
+
+def _config(args: argparse.Namespace, environ: dict[str, str]) -> StorageConfig:
+    config = from_env(environ)
+    transfer = config.transfer
+    if args.concurrency is not None:
+        transfer = replace(transfer, max_concurrency=args.concurrency)
+    if args.part_size is not None:
+        transfer = replace(transfer, part_size=parse_size(args.part_size))
+    if args.verify is not None:
+        transfer = replace(transfer, verify=parse_verify(args.verify))
+    if args.memory_budget is not None:
+        transfer = transfer.with_memory_budget(parse_size(args.memory_budget))
+    return replace(config, transfer=transfer)
+
+
+def _exit_code(exc: BaseException) -> int:
+    for kind, code in EXIT_CODES:
+        if isinstance(exc, kind):
+            return code
+    return EXIT_FAILED
+
+
+def _summary(reports: Sequence[DownloadReport], seconds: float) -> str:
+    files = [f for r in reports for f in r.files]
+    total = sum(f.size for f in files)
+    methods = Counter(f.verification for f in files)
+    how = ", ".join(f"{n} {m}" for m, n in sorted(methods.items())) or "nothing"
+    rate = total / seconds / 1e6 if seconds > 0 else 0.0
+    return (
+        f"downloaded {len(files)} files, {total / 1024**3:.2f} GiB in "
+        f"{seconds:.2f} s ({rate:.0f} MB/s); verified: {how}"
+    )
+
+
+def _write_report(path: Path, reports: Sequence[DownloadReport], secs: float) -> None:
+    data = {
+        "version": __version__,
+        "seconds": round(secs, 6),
+        "bytes": sum(r.bytes for r in reports),
+        "files": sum(len(r.files) for r in reports),
+        "pairs": [r.as_dict() for r in reports],
+    }
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _termination_message(message: str) -> None:
+    if TERMINATION_LOG.exists():
+        try:
+            TERMINATION_LOG.write_text(message + "\n")
+        except OSError:
+            pass
+
+
+async def _run(
+    pairs: list[tuple[str, str]], config: StorageConfig, progress: ProgressPrinter
+) -> tuple[Sequence[DownloadReport] | None, int | None]:
+    """Run the download; return the reports, or the signal that interrupted it."""
+    result: list[Sequence[DownloadReport]] = []
+    interrupted: list[int] = []
+    async with anyio.create_task_group() as tg:
+
+        async def watch_signals() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    interrupted.append(signum)
+                    tg.cancel_scope.cancel()
+                    return
+
+        async def work() -> None:
+            result.append(await download_many(pairs, config=config, progress=progress))
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch_signals)
+        tg.start_soon(work)
+    if interrupted:
+        return None, interrupted[0]
+    return result[0], None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code (see the module docstring)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args_list
+    try:
+        args = _parser().parse_args(args_list)
+        if not args.pairs or len(args.pairs) % 2:
+            msg = "expected SRC DEST pairs: storage-init SRC DEST [SRC DEST ...]"
+            raise _UsageError(msg)
+        environ = dict(os.environ)
+        fmt = args.log_format or environ.get("STORAGE_INIT_LOG_FORMAT", "text")
+        configure_logging(fmt=fmt, quiet=args.quiet, debug=args.debug)
+        config = _config(args, environ)
+    except _UsageError as exc:
+        print(f"storage-init: error: {exc}", file=sys.stderr)  # noqa: T201
+        print("usage: storage-init [options] SRC DEST [SRC DEST ...]", file=sys.stderr)  # noqa: T201
+        return EXIT_USAGE
+    except ConfigError as exc:
+        print(f"storage-init: error: {exc}", file=sys.stderr)  # noqa: T201
+        return EXIT_USAGE
+    pairs = list(zip(args.pairs[::2], args.pairs[1::2], strict=True))
+    progress = ProgressPrinter(stream=sys.stderr, quiet=args.quiet)
+    try:
+        reports, signum = anyio.run(_run, pairs, config, progress, backend="asyncio")
+    except BaseException as raised:  # noqa: BLE001 - the top level maps every failure
+        exc = flatten_group(raised) if isinstance(raised, BaseExceptionGroup) else raised
+        if isinstance(exc, KeyboardInterrupt):
+            return EXIT_SIGINT
+        code = _exit_code(exc)
+        message = str(exc) if isinstance(exc, StorageInitError) else repr(exc)
+        log.error("%s", message, exc_info=debug)
+        _termination_message(message)
+        return code
+    progress.finish()
+    if signum is not None:
+        name = "SIGTERM" if signum == signal.SIGTERM else "SIGINT"
+        log.error("interrupted by %s; partial files removed", name)
+        _termination_message(f"interrupted by {name}")
+        return EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
+    assert reports is not None
+    seconds = progress.elapsed()
+    log.info("%s", _summary(reports, seconds))
+    if args.report is not None:
+        try:
+            _write_report(args.report, reports, seconds)
+        except OSError as exc:
+            log.error("cannot write the report %s: %s", args.report, exc.strerror)
+            return EXIT_FAILED
+    return EXIT_OK

@@ -1,0 +1,374 @@
+"""Configuration: frozen, validated value objects, and the one place that reads env.
+
+`from_env` is the only function in the library that looks at environment variables
+(the SDKs' own credential chains aside). The CLI calls it; library callers build the
+dataclasses themselves, so a server embedding storage_init is never surprised by its
+process environment. Precedence: CLI flag > ``STORAGE_INIT_*`` / KServe variable >
+default.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Self
+
+from .errors import ConfigError
+from .models import KiB, MiB, VerifyMode
+
+__all__ = [
+    "RetryConfig",
+    "S3Options",
+    "StorageConfig",
+    "TransferConfig",
+    "from_env",
+    "parse_size",
+]
+
+#: Bytes that aiohttp may buffer per open connection beyond our own chunks: its
+#: StreamReader pauses the socket at a high-water mark of a few 64 KiB reads.
+CONNECTION_BUFFER = 256 * KiB
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryConfig:
+    """Exponential backoff with full jitter for body-stream and request retries.
+
+    Attributes:
+        max_attempts: attempts per byte range, the first included.
+        initial_backoff: seconds before the first retry (before jitter).
+        max_backoff: ceiling of one backoff, in seconds.
+        total_timeout: seconds after which one range stops retrying.
+    """
+
+    max_attempts: int = 5
+    initial_backoff: float = 0.2
+    max_backoff: float = 5.0
+    total_timeout: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigError("retry max_attempts must be at least 1")
+        if not 0 <= self.initial_backoff <= self.max_backoff:
+            raise ConfigError("retry backoffs must satisfy 0 <= initial <= max")
+        if self.total_timeout <= 0:
+            raise ConfigError("retry total_timeout must be positive")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferConfig:
+    """Knobs of the transfer engine.
+
+    Objects larger than `part_size` are fetched as `part_size` ranges (aligned to
+    the upload's parts when a multipart checksum needs it); smaller ones whole.
+    At most `max_concurrency` requests are in flight across all files and all
+    source/destination pairs.
+
+    Peak memory held in flight is bounded, whatever the object sizes or counts, by::
+
+        (max_concurrency + max_chunks_in_memory + io_concurrency) * chunk_size
+            + max_concurrency * CONNECTION_BUFFER          (256 KiB)
+
+    Each request holds at most one chunk being filled, the write queue holds at most
+    `max_chunks_in_memory` chunks, and each of the `io_concurrency` writer threads
+    holds one. With the defaults: (8 + 8 + 2) * 1 MiB + 8 * 256 KiB = 20 MiB, on top
+    of the interpreter and SDKs (about 60-80 MiB with aiobotocore).
+
+    Attributes:
+        part_size: range size in bytes for large objects. Env STORAGE_INIT_PART_SIZE.
+        chunk_size: bytes gathered from the network before one positional write.
+        max_concurrency: requests in flight, all files and pairs together. Env
+            STORAGE_INIT_CONCURRENCY.
+        max_chunks_in_memory: capacity of the write queue, in chunks.
+        io_concurrency: writer threads (pwrite and hashing run there, off the loop).
+        stall_timeout: seconds without a byte after which a request is abandoned
+            and retried. Env STORAGE_INIT_STALL_TIMEOUT.
+        verify: how to check files. Env STORAGE_INIT_VERIFY.
+        retry: the retry policy for ranges.
+    """
+
+    part_size: int = 32 * MiB
+    chunk_size: int = 1 * MiB
+    max_concurrency: int = 8
+    max_chunks_in_memory: int = 8
+    io_concurrency: int = 2
+    stall_timeout: float = 30.0
+    verify: VerifyMode = VerifyMode.AUTO
+    retry: RetryConfig = field(default_factory=RetryConfig)
+
+    def __post_init__(self) -> None:
+        if self.part_size < 5 * MiB:
+            raise ConfigError("part_size must be at least 5 MiB")
+        if not 64 * KiB <= self.chunk_size <= self.part_size:
+            raise ConfigError("chunk_size must be between 64 KiB and part_size")
+        for name in ("max_concurrency", "max_chunks_in_memory", "io_concurrency"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        if self.stall_timeout <= 0:
+            raise ConfigError("stall_timeout must be positive")
+        if not isinstance(self.verify, VerifyMode):
+            raise ConfigError(f"verify must be a VerifyMode, not {self.verify!r}")
+
+    @property
+    def memory_bound(self) -> int:
+        """The bound on bytes in flight stated in the class docstring."""
+        chunks = self.max_concurrency + self.max_chunks_in_memory + self.io_concurrency
+        return chunks * self.chunk_size + self.max_concurrency * CONNECTION_BUFFER
+
+    def with_memory_budget(self, budget: int) -> Self:
+        """Return a copy whose `memory_bound` fits in `budget` bytes.
+
+        Concurrency is kept when it fits; otherwise the queue, then the chunk size,
+        then the concurrency shrink, in that order.
+
+        Raises:
+            ConfigError: the budget is below 2 MiB, too small for one request.
+        """
+        if budget < 2 * MiB:
+            raise ConfigError("memory budget must be at least 2 MiB")
+        cfg = self
+        while cfg.memory_bound > budget:
+            if cfg.max_chunks_in_memory > 1:
+                cfg = replace(cfg, max_chunks_in_memory=cfg.max_chunks_in_memory // 2)
+            elif cfg.chunk_size > 256 * KiB:
+                cfg = replace(cfg, chunk_size=cfg.chunk_size // 2)
+            elif cfg.max_concurrency > 1:
+                cfg = replace(cfg, max_concurrency=cfg.max_concurrency // 2)
+            else:
+                break
+        return cfg
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class S3Options:
+    """Options of the S3 backend, each read from the KServe variable it names.
+
+    Credentials left as None come from the AWS credential chain (environment,
+    shared files, IRSA web identity, instance metadata), which we never re-implement.
+
+    Attributes:
+        endpoint_url: AWS_ENDPOINT_URL, or ``endpoint_url`` in STORAGE_CONFIG.
+        region: AWS_DEFAULT_REGION, or ``region`` in STORAGE_CONFIG.
+        anonymous: ``awsAnonymousCredential=true``: unsigned requests.
+        verify_ssl: S3_VERIFY_SSL (``0``/``false`` turn TLS verification off).
+        ca_bundle: AWS_CA_BUNDLE, else ``CA_BUNDLE_VOLUME_MOUNT_POINT/cabundle.crt``
+            when CA_BUNDLE_CONFIGMAP_NAME is set.
+        addressing_style: ``virtual`` when S3_USER_VIRTUAL_BUCKET=true, else ``auto``.
+        use_accelerate: S3_USE_ACCELERATE=true.
+        connect_timeout: S3_CONNECT_TIMEOUT seconds (default 15).
+        read_timeout: S3_READ_TIMEOUT seconds (default 30).
+        max_attempts: S3_MAX_ATTEMPTS, the SDK's own request attempts (default 3).
+        access_key_id: ``access_key_id`` from STORAGE_CONFIG (never logged).
+        secret_access_key: ``secret_access_key`` from STORAGE_CONFIG (never logged).
+    """
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    anonymous: bool = False
+    verify_ssl: bool = True
+    ca_bundle: str | None = None
+    addressing_style: str = "auto"
+    use_accelerate: bool = False
+    connect_timeout: float = 15.0
+    read_timeout: float = 30.0
+    max_attempts: int = 3
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.addressing_style not in ("auto", "virtual", "path"):
+            raise ConfigError("addressing_style must be auto, virtual or path")
+        if self.connect_timeout <= 0 or self.read_timeout <= 0:
+            raise ConfigError("S3 timeouts must be positive")
+        if self.max_attempts < 1:
+            raise ConfigError("S3_MAX_ATTEMPTS must be at least 1")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StorageConfig:
+    """Everything a download needs besides its source and destination.
+
+    Attributes:
+        transfer: engine knobs.
+        s3: options of the S3 backend.
+        allow_patterns: fnmatch patterns on relative paths; when not empty, only
+            matching files are downloaded. Env STORAGE_ALLOW_PATTERNS.
+        ignore_patterns: fnmatch patterns of files to skip, applied after the allow
+            list. Env STORAGE_IGNORE_PATTERNS.
+    """
+
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    s3: S3Options = field(default_factory=S3Options)
+    allow_patterns: tuple[str, ...] = ()
+    ignore_patterns: tuple[str, ...] = ()
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": KiB, "m": MiB, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """Parse ``"1048576"``, ``"64MiB"``, ``"64M"`` or ``"1.5GiB"`` into bytes.
+
+    Units are binary (``M`` and ``MiB`` both mean 1024**2), as for Kubernetes limits.
+
+    Raises:
+        ConfigError: the text is not a size.
+    """
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise ConfigError(f"not a size: {text!r} (examples: 1048576, 64MiB, 1GiB)")
+    number, unit, _ = match.groups()
+    value = float(number) * _UNITS[unit.lower()]
+    if not math.isfinite(value):
+        raise ConfigError(f"not a size: {text!r}")
+    return int(value)
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _falsy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("0", "false", "no", "off")
+
+
+def _float(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
+
+
+def _patterns(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Parse KServe's pattern variables: a JSON list, a JSON string, or CSV."""
+    raw = (environ.get(name) or "").strip()
+    if not raw:
+        return ()
+    if raw[0] in "[\"":
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{name} is not valid JSON: {exc.msg}") from None
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(p, str) for p in items):
+            raise ConfigError(f"{name} must be a list of strings")
+        return tuple(p.strip() for p in items if p.strip())
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+def _storage_spec(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Merge STORAGE_CONFIG with STORAGE_OVERRIDE_CONFIG (KServe's storage spec)."""
+    spec: dict[str, Any] = {}
+    for name in ("STORAGE_CONFIG", "STORAGE_OVERRIDE_CONFIG"):
+        raw = (environ.get(name) or "").strip()
+        if not raw:
+            continue
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            # The message of a JSON error may quote the secret: name only the place.
+            msg = f"{name} is not valid JSON (line {exc.lineno} column {exc.colno})"
+            raise ConfigError(msg) from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} must be a JSON object")
+        spec.update(value)
+    return spec
+
+
+def _s3_options(environ: Mapping[str, str], spec: Mapping[str, Any]) -> S3Options:
+    s3_spec = spec if spec.get("type", "s3") == "s3" else {}
+
+    def pick(spec_key: str, env_key: str) -> str | None:
+        value = s3_spec.get(spec_key)
+        if value is None or value == "":
+            return environ.get(env_key) or None
+        return str(value)
+
+    ca_bundle = pick("ca_bundle", "AWS_CA_BUNDLE")
+    if ca_bundle is None and environ.get("CA_BUNDLE_CONFIGMAP_NAME"):
+        mount = environ.get("CA_BUNDLE_VOLUME_MOUNT_POINT") or "/etc/ssl/custom-certs"
+        ca_bundle = f"{mount.rstrip('/')}/cabundle.crt"
+    verify = pick("verify_ssl", "S3_VERIFY_SSL")
+    anonymous = pick("anonymous", "awsAnonymousCredential")
+    return S3Options(
+        endpoint_url=pick("endpoint_url", "AWS_ENDPOINT_URL"),
+        region=pick("region", "AWS_DEFAULT_REGION") or environ.get("AWS_REGION"),
+        anonymous=_truthy(anonymous),
+        verify_ssl=not _falsy(verify),
+        ca_bundle=ca_bundle,
+        addressing_style=(
+            "virtual" if _truthy(environ.get("S3_USER_VIRTUAL_BUCKET")) else "auto"
+        ),
+        use_accelerate=_truthy(environ.get("S3_USE_ACCELERATE")),
+        connect_timeout=_float(environ, "S3_CONNECT_TIMEOUT", 15.0),
+        read_timeout=_float(environ, "S3_READ_TIMEOUT", 30.0),
+        max_attempts=_int(environ, "S3_MAX_ATTEMPTS", 3),
+        access_key_id=s3_spec.get("access_key_id") or None,
+        secret_access_key=s3_spec.get("secret_access_key") or None,
+    )
+
+
+def _transfer(environ: Mapping[str, str]) -> TransferConfig:
+    cfg = TransferConfig()
+    changes: dict[str, Any] = {}
+    if raw := environ.get("STORAGE_INIT_PART_SIZE"):
+        changes["part_size"] = parse_size(raw)
+    if environ.get("STORAGE_INIT_CONCURRENCY"):
+        changes["max_concurrency"] = _int(environ, "STORAGE_INIT_CONCURRENCY", 0)
+    if environ.get("STORAGE_INIT_STALL_TIMEOUT"):
+        changes["stall_timeout"] = _float(environ, "STORAGE_INIT_STALL_TIMEOUT", 0)
+    if raw := environ.get("STORAGE_INIT_VERIFY"):
+        changes["verify"] = parse_verify(raw)
+    cfg = replace(cfg, **changes)
+    if raw := environ.get("STORAGE_INIT_MEMORY_BUDGET"):
+        cfg = cfg.with_memory_budget(parse_size(raw))
+    return cfg
+
+
+def parse_verify(text: str) -> VerifyMode:
+    """Parse a `VerifyMode` name.
+
+    Raises:
+        ConfigError: not one of auto, strict, size, off.
+    """
+    try:
+        return VerifyMode(text.strip().lower())
+    except ValueError:
+        choices = ", ".join(m.value for m in VerifyMode)
+        raise ConfigError(f"verify must be one of {choices}, not {text!r}") from None
+
+
+def from_env(environ: Mapping[str, str]) -> StorageConfig:
+    """Build a `StorageConfig` from KServe's and storage-init's variables.
+
+    Args:
+        environ: the environment to read, usually ``os.environ``. It is never
+            modified.
+
+    Raises:
+        ConfigError: a variable holds an invalid value.
+    """
+    spec = _storage_spec(environ)
+    return StorageConfig(
+        transfer=_transfer(environ),
+        s3=_s3_options(environ, spec),
+        allow_patterns=_patterns(environ, "STORAGE_ALLOW_PATTERNS"),
+        ignore_patterns=_patterns(environ, "STORAGE_IGNORE_PATTERNS"),
+    )

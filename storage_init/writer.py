@@ -1,0 +1,136 @@
+"""Temp files beside the destination: positional writes, atomic rename, cleanup.
+
+A file is written as ``.<name>.<random>.partial`` in its destination directory, so
+that the final `os.replace` is a rename within one filesystem: a reader of the
+destination sees either no file or the complete, verified one. Every method here
+blocks; the engine calls them through `anyio.to_thread.run_sync`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import LocalIOError
+
+__all__ = ["PARTIAL_SUFFIX", "TempFile", "local_error"]
+
+PARTIAL_SUFFIX = ".partial"
+# pwritev takes at most IOV_MAX (1024 on Linux) buffers per call.
+_IOV_MAX = 1024
+
+
+def local_error(exc: OSError, path: Path | str) -> LocalIOError:
+    """Translate an OSError on a local path into a `LocalIOError` with a clear reason."""
+    reasons = {
+        errno.ENOSPC: "no space left on device",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EROFS: "read-only file system",
+        errno.EACCES: "permission denied",
+        errno.ENOTDIR: "a parent is not a directory",
+        errno.EISDIR: "is a directory",
+        errno.ENAMETOOLONG: "file name too long",
+    }
+    reason = reasons.get(exc.errno or 0, exc.strerror or str(exc))
+    return LocalIOError(f"cannot write {path}: {reason}")
+
+
+class TempFile:
+    """A preallocated temp file that becomes `final` once `commit` is called.
+
+    Args:
+        final: the destination path; its parent directory must exist.
+        size: the expected size, preallocated up front so that a full disk fails
+            before any byte is fetched.
+
+    Raises:
+        LocalIOError: the temp file cannot be created or preallocated.
+    """
+
+    def __init__(self, final: Path, size: int) -> None:
+        self.final = final
+        self.size = size
+        name = f".{final.name[:200]}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
+        self.path = final.with_name(name)
+        self._fd: int | None = None
+        try:
+            self._fd = os.open(
+                self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
+            )
+            if size:
+                self._preallocate(size)
+        except OSError as exc:
+            self.discard()
+            raise local_error(exc, final) from exc
+
+    def _preallocate(self, size: int) -> None:
+        assert self._fd is not None
+        try:
+            os.posix_fallocate(self._fd, 0, size)
+        except OSError as exc:
+            # Filesystems without fallocate (some overlay and network ones) still
+            # take a sparse file; a full disk then shows up at write time.
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+            os.ftruncate(self._fd, size)
+
+    @property
+    def fd(self) -> int:
+        """The open descriptor, for reads by the verifier.
+
+        Raises:
+            LocalIOError: the file was already committed or discarded.
+        """
+        if self._fd is None:
+            msg = f"temp file for {self.final} is closed"
+            raise LocalIOError(msg)
+        return self._fd
+
+    def write(self, offset: int, buffers: Sequence[bytes]) -> int:
+        """Write `buffers` back to back at `offset`; return the bytes written.
+
+        Raises:
+            LocalIOError: the write failed (disk full, I/O error).
+        """
+        fd = self.fd
+        total = 0
+        try:
+            for i in range(0, len(buffers), _IOV_MAX):
+                batch = list(buffers[i : i + _IOV_MAX])
+                want = sum(len(b) for b in batch)
+                done = os.pwritev(fd, batch, offset + total)
+                while done < want:
+                    # Short writes are rare on local files; finish the rest in order.
+                    rest = b"".join(batch)[done:]
+                    done += os.pwrite(fd, rest, offset + total + done)
+                total += want
+        except OSError as exc:
+            raise local_error(exc, self.final) from exc
+        return total
+
+    def commit(self) -> None:
+        """Close the file and rename it to `final`, replacing any older file.
+
+        Raises:
+            LocalIOError: the rename failed.
+        """
+        fd, self._fd = self.fd, None
+        try:
+            os.close(fd)
+            os.replace(self.path, self.final)
+        except OSError as exc:
+            self.discard()
+            raise local_error(exc, self.final) from exc
+
+    def discard(self) -> None:
+        """Close and delete the temp file. Safe to call more than once."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
