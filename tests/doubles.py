@@ -1,0 +1,82 @@
+"""Test doubles built on the public MemoryBackend."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+
+from storage_init.backends.memory import MemoryBackend
+from storage_init.errors import NetworkError
+from storage_init.models import ObjectInfo
+
+
+class _FlakyBody:
+    def __init__(self, body: Any, fail_after: int, stall: bool) -> None:
+        self._body = body
+        self._left = fail_after
+        self._stall = stall
+        self.info = body.info
+
+    async def read(self, max_bytes: int) -> bytes:
+        if self._left == 0:
+            if self._stall:
+                await anyio.sleep(3600)
+            raise NetworkError("connection reset by peer (injected)")
+        self._left -= 1
+        return await self._body.read(max_bytes)
+
+
+class FlakyBackend(MemoryBackend):
+    """A MemoryBackend whose first `failures` bodies break after `after_reads` reads.
+
+    With `stall`, the broken bodies hang instead of failing, to exercise the
+    stall timeout.
+    """
+
+    def __init__(
+        self, *, failures: int, after_reads: int = 1, stall: bool = False
+    ) -> None:
+        super().__init__()
+        self.failures = failures
+        self.after_reads = after_reads
+        self.stall = stall
+        self.opened: list[tuple[int, int]] = []
+
+    @asynccontextmanager
+    async def open_range(
+        self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
+    ) -> AsyncIterator[Any]:
+        self.opened.append((start, end))
+        async with super().open_range(bucket, info, start, end, whole=whole) as body:
+            if self.failures > 0:
+                self.failures -= 1
+                yield _FlakyBody(body, self.after_reads, self.stall)
+            else:
+                yield body
+
+
+class SlowBackend(MemoryBackend):
+    """A MemoryBackend whose reads wait `delay` seconds, to be cancelled mid-way."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    @asynccontextmanager
+    async def open_range(
+        self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
+    ) -> AsyncIterator[Any]:
+        async with super().open_range(bucket, info, start, end, whole=whole) as body:
+            delay = self.delay
+
+            class _Slow:
+                info = body.info
+
+                async def read(self, max_bytes: int) -> bytes:
+                    await anyio.sleep(delay)
+                    return await body.read(max_bytes)
+
+            yield _Slow()

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pytest
+
+from storage_init.errors import InvalidURIError
+from storage_init.uri import parse_uri
+
+
+class TestParseURI:
+    @pytest.mark.parametrize(
+        ("uri", "scheme", "bucket", "key"),
+        [
+            pytest.param("s3://b/k", "s3", "b", "k", id="object"),
+            pytest.param("s3://bucket", "s3", "bucket", "", id="bucket"),
+            pytest.param("s3://bucket/", "s3", "bucket", "", id="bucket-slash"),
+            pytest.param("s3://b/a b/ü?x#y", "s3", "b", "a b/ü?x#y", id="verbatim-key"),
+            pytest.param("gcs://b/m", "gs", "b", "m", id="gcs-alias"),
+            pytest.param("abfs://c/m", "az", "c", "m", id="abfs-alias"),
+            pytest.param("https://h.example/p/m.bin", "https", "h.example", "p/m.bin",
+                         id="https"),
+        ],
+    )
+    def test_parses(self, uri: str, scheme: str, bucket: str, key: str) -> None:
+        """Schemes are canonical and S3 keys are kept byte for byte."""
+        parsed = parse_uri(uri)
+        assert (parsed.scheme, parsed.bucket, parsed.key) == (scheme, bucket, key)
+
+    @pytest.mark.parametrize(
+        "uri",
+        [
+            pytest.param("bucket/key", id="no-scheme"),
+            pytest.param("s3://", id="no-bucket"),
+            pytest.param("s3:///key", id="empty-bucket"),
+            pytest.param("s3://b\x00/k", id="nul"),
+            pytest.param("s3://b!d/k", id="bad-bucket"),
+            pytest.param("http:///path", id="no-host"),
+        ],
+    )
+    def test_rejects(self, uri: str) -> None:
+        """Malformed URIs raise InvalidURIError, a ConfigError."""
+        with pytest.raises(InvalidURIError):
+            parse_uri(uri)
+
+    def test_display_hides_secrets(self) -> None:
+        """The display form drops the query string and userinfo."""
+        uri = parse_uri("https://user:pw@h.example/m.bin?X-Amz-Signature=abc")
+        assert "abc" not in uri.display
+        assert "pw" not in uri.display
+        assert uri.display == "https://h.example/m.bin?REDACTED"
+
+    def test_error_message_hides_secrets(self) -> None:
+        """An invalid URI's error does not repeat its query string."""
+        with pytest.raises(InvalidURIError) as info:
+            parse_uri("s3://b!d/k?sig=topsecret")
+        assert "topsecret" not in str(info.value)

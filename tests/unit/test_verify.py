@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from types import MappingProxyType
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from storage_init._crc import CRC_ALGORITHMS, crc_algorithm
+from storage_init._plan import plan_ranges
+from storage_init.backends.memory import MemoryBackend
+from storage_init.errors import IntegrityError
+from storage_init.models import ObjectInfo, VerifyMode
+from storage_init.verify import FileDigest, choose_check, hash_file
+
+
+def _info(**kwargs: object) -> ObjectInfo:
+    base: dict[str, object] = {"key": "k", "size": 10}
+    base.update(kwargs)
+    if "checksums" in base:
+        base["checksums"] = MappingProxyType(dict(base["checksums"]))  # type: ignore[call-overload]
+    return ObjectInfo(**base)  # type: ignore[arg-type]
+
+
+class TestCrcCombine:
+    @pytest.mark.parametrize("name", CRC_ALGORITHMS)
+    @given(a=st.binary(max_size=3000), b=st.binary(max_size=3000))
+    @settings(max_examples=50)
+    def test_combine_equals_concatenation(self, name: str, a: bytes, b: bytes) -> None:
+        """combine(crc(a), crc(b), len(b)) is the CRC of a || b."""
+        crc = crc_algorithm(name)
+        combined = crc.combine(crc.update(a, 0), crc.update(b, 0), len(b))
+        assert combined == crc.update(a + b, 0)
+
+    def test_known_values(self) -> None:
+        """Encodings match what S3 returns for the same bytes."""
+        assert crc_algorithm("crc32").encode(crc_algorithm("crc32").update(b"", 0)) == (
+            "AAAAAA=="
+        )
+        value = crc_algorithm("crc32c").update(b"123456789", 0)
+        assert value == 0xE3069283  # the CRC-32C check value
+
+
+class TestChooseCheck:
+    def test_prefers_full_crc64(self) -> None:
+        """A full-object CRC64NVME wins over CRC32C and the ETag."""
+        info = _info(
+            etag="0" * 32, checksums={"crc32c": "AAAAAA==", "crc64nvme": "AAAAAAAAAAA="}
+        )
+        assert choose_check(info, VerifyMode.AUTO).label == "crc64nvme"
+
+    def test_composite_needs_parts(self) -> None:
+        """A composite CRC is checked over part-aligned ranges."""
+        info = _info(checksums={"crc32c": "abcd-3"}, checksum_type="COMPOSITE")
+        check = choose_check(info, VerifyMode.AUTO)
+        assert check.label == "crc32c-composite"
+        assert check.needs_parts
+        assert check.parts_count == 3
+
+    def test_multipart_etag(self) -> None:
+        """An md5-N ETag is checked part by part."""
+        check = choose_check(_info(etag="a" * 32 + "-7"), VerifyMode.AUTO)
+        assert (check.label, check.needs_parts, check.parts_count) == (
+            "multipart-etag",
+            True,
+            7,
+        )
+
+    def test_kms_etag_is_not_md5(self) -> None:
+        """Under SSE-KMS the ETag is opaque: only the size is checked."""
+        check = choose_check(_info(etag="a" * 32, etag_is_md5=False), VerifyMode.AUTO)
+        assert check.label == "size"
+        assert not check.verifies_content
+
+    def test_strict_adds_sha256(self) -> None:
+        """Strict mode adds the stored SHA-256."""
+        info = _info(checksums={"crc32": "AAAAAA==", "sha256": "x"})
+        check = choose_check(info, VerifyMode.STRICT)
+        assert check.label == "crc32+sha256"
+        assert check.whole == ("sha256",)
+
+    def test_strict_without_checksum_fails(self) -> None:
+        """Strict mode refuses objects with no checksum at all."""
+        with pytest.raises(IntegrityError, match="no checksum"):
+            choose_check(_info(etag="opaque"), VerifyMode.STRICT)
+
+    @pytest.mark.parametrize("mode", [VerifyMode.SIZE, VerifyMode.OFF])
+    def test_size_and_off(self, mode: VerifyMode) -> None:
+        """size and off compute no digest."""
+        check = choose_check(_info(etag="a" * 32), mode)
+        assert not check.verifies_content
+
+
+def _digest_of(data: bytes, info: ObjectInfo, part_size: int, parts: list[int] | None):
+    check = choose_check(info, VerifyMode.STRICT if "sha256" in info.checksums else VerifyMode.AUTO)
+    ranges = plan_ranges(len(data), part_size, parts)
+    digest = FileDigest(check, ranges)
+    # Feed each range in small, uneven chunks, as a network would.
+    for r, rd in zip(ranges, digest.ranges, strict=True):
+        pos = r.start
+        step = 7
+        while pos < r.end:
+            rd.update(data[pos : min(pos + step, r.end)])
+            pos += step
+            step = step * 3 % 1001 + 1
+    return digest
+
+
+class TestFileDigest:
+    @pytest.mark.parametrize(
+        ("checksum", "composite", "upload_part"),
+        [
+            pytest.param("crc64nvme", False, None, id="crc64-single"),
+            pytest.param("crc32c", False, 3000, id="crc32c-full-multipart"),
+            pytest.param("crc32c", True, 3000, id="crc32c-composite"),
+            pytest.param("crc32", True, 2500, id="crc32-composite"),
+            pytest.param(None, False, 3000, id="multipart-etag"),
+        ],
+    )
+    @pytest.mark.parametrize("range_size", [1000, 4096, 100_000])
+    def test_matches_store(
+        self, checksum: str | None, composite: bool, upload_part: int | None, range_size: int
+    ) -> None:
+        """Digests computed over ranges match what the store computed on upload."""
+        data = os.urandom(20_000)
+        store = MemoryBackend()
+        info = store.put("b", "k", data, part_size=upload_part, checksum=checksum,
+                         composite=composite)
+        check = choose_check(info, VerifyMode.AUTO)
+        parts = None
+        if check.needs_parts:
+            parts = [upload_part] * (len(data) // upload_part)  # type: ignore[operator]
+            if len(data) % upload_part:  # type: ignore[operator]
+                parts.append(len(data) % upload_part)  # type: ignore[operator]
+        digest = _digest_of(data, info, range_size, parts)
+        digest.verify(size=len(data), written=len(data), whole={})
+
+    def test_detects_flipped_byte(self) -> None:
+        """One flipped byte is a checksum mismatch."""
+        data = bytearray(os.urandom(10_000))
+        info = MemoryBackend().put("b", "k", bytes(data), checksum="crc64nvme")
+        data[5000] ^= 1
+        digest = _digest_of(bytes(data), info, 3000, None)
+        with pytest.raises(IntegrityError, match="crc64nvme mismatch"):
+            digest.verify(size=len(data), written=len(data), whole={})
+
+    def test_detects_size_mismatch(self) -> None:
+        """A short file fails the size check before any checksum."""
+        info = MemoryBackend().put("b", "k", b"abc")
+        digest = _digest_of(b"abc", info, 10, None)
+        with pytest.raises(IntegrityError, match="size mismatch"):
+            digest.verify(size=3, written=2, whole={})
+
+    def test_md5_etag_single_range_in_writer(self, tmp_path) -> None:
+        """A single-range MD5 ETag is checked without a second pass."""
+        data = os.urandom(5000)
+        info = MemoryBackend().put("b", "k", data)
+        digest = _digest_of(data, info, 10_000, None)
+        assert not digest.needs_pass
+        digest.verify(size=len(data), written=len(data), whole={})
+
+    def test_md5_etag_many_ranges_needs_pass(self, tmp_path) -> None:
+        """Across ranges, the MD5 ETag and SHA-256 are checked by one pass over the file."""
+        data = os.urandom(50_000)
+        store = MemoryBackend()
+        store.put("b", "k", data)
+        store.put_sha256("b", "k")
+        info = (store._buckets["b"]["k"]).info
+        digest = _digest_of(data, info, 10_000, None)
+        assert digest.needs_pass
+        path = tmp_path / "f"
+        path.write_bytes(data)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            whole = hash_file(fd, len(data), digest.check.whole)
+        finally:
+            os.close(fd)
+        assert whole["md5"] == hashlib.md5(data).digest()
+        digest.verify(size=len(data), written=len(data), whole=whole)
+        assert base64.b64encode(whole["sha256"]).decode() == info.checksums["sha256"]

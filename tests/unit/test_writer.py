@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from storage_init.errors import LocalIOError
+from storage_init.writer import PARTIAL_SUFFIX, TempFile
+
+
+class TestTempFile:
+    def test_writes_at_offsets_and_commits(self, tmp_path: Path) -> None:
+        """Blocks land at their offsets; commit renames into place."""
+        final = tmp_path / "model.bin"
+        temp = TempFile(final, 10)
+        assert temp.path.parent == tmp_path
+        assert temp.path.name.endswith(PARTIAL_SUFFIX)
+        assert temp.write(5, [b"fgh", b"ij"]) == 5
+        assert temp.write(0, [b"abcde"]) == 5
+        assert not final.exists()
+        temp.commit()
+        assert final.read_bytes() == b"abcdefghij"
+        assert list(tmp_path.iterdir()) == [final]
+
+    def test_discard_removes_temp(self, tmp_path: Path) -> None:
+        """discard deletes the temp file and can be repeated."""
+        temp = TempFile(tmp_path / "x", 100)
+        temp.discard()
+        temp.discard()
+        assert list(tmp_path.iterdir()) == []
+
+    def test_replaces_existing_file(self, tmp_path: Path) -> None:
+        """An older file at the final path is replaced atomically."""
+        final = tmp_path / "x"
+        final.write_bytes(b"old")
+        temp = TempFile(final, 3)
+        temp.write(0, [b"new"])
+        temp.commit()
+        assert final.read_bytes() == b"new"
+
+    def test_missing_directory(self, tmp_path: Path) -> None:
+        """A missing parent is a LocalIOError that names the path."""
+        with pytest.raises(LocalIOError, match="cannot write"):
+            TempFile(tmp_path / "missing" / "x", 1)
+
+    def test_write_after_close(self, tmp_path: Path) -> None:
+        """Writing to a discarded file raises instead of touching another fd."""
+        temp = TempFile(tmp_path / "x", 1)
+        temp.discard()
+        with pytest.raises(LocalIOError):
+            temp.write(0, [b"a"])
+
+    @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+    def test_read_only_directory(self, tmp_path: Path) -> None:
+        """A read-only destination is a clear LocalIOError."""
+        tmp_path.chmod(0o500)
+        try:
+            with pytest.raises(LocalIOError, match="permission denied"):
+                TempFile(tmp_path / "x", 1)
+        finally:
+            tmp_path.chmod(0o700)
