@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import base64
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
 from .errors import BackendUnavailableError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["CRC_ALGORITHMS", "CrcAlgorithm", "crc_algorithm"]
 
@@ -35,7 +38,7 @@ class CrcAlgorithm:
 
     name: str
     width: int
-    update: Callable[[bytes, int], int]
+    update: Callable[[bytes | memoryview, int], int]
     combine: Callable[[int, int, int], int]
 
     def digest(self, value: int) -> bytes:
@@ -58,9 +61,10 @@ def crc_algorithm(name: str) -> CrcAlgorithm:
     if name not in CRC_ALGORITHMS:
         raise KeyError(name)
     try:
-        from awscrt import checksums  # noqa: PLC0415 - optional, loaded on use
+        from awscrt import checksums
     except ImportError:
-        raise BackendUnavailableError("s3", "s3", "awscrt") from None
+        msg = "s3"
+        raise BackendUnavailableError(msg, "s3", "awscrt") from None
     if name == "crc64nvme":
         return CrcAlgorithm(name, 8, checksums.crc64nvme, checksums.combine_crc64nvme)
     if name == "crc32c":

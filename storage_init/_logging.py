@@ -8,6 +8,7 @@ import sys
 import time
 
 from ._redact import redact_text
+from .errors import ConfigError
 
 __all__ = ["configure_logging"]
 
@@ -44,11 +45,11 @@ def configure_logging(*, fmt: str, quiet: bool, debug: bool) -> None:
     """Send storage_init's logs to stderr in `fmt` (``text`` or ``json``).
 
     Raises:
-        ValueError: `fmt` is neither text nor json.
+        ConfigError: `fmt` is neither text nor json.
     """
     if fmt not in ("text", "json"):
         msg = f"log format must be text or json, not {fmt!r}"
-        raise ValueError(msg)
+        raise ConfigError(msg)
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_RedactFilter())
     if fmt == "json":

@@ -21,14 +21,18 @@ def safe_relative(rel: str, *, uri: str = "") -> PurePosixPath:
             or names nothing.
     """
     if "\x00" in rel:
-        raise UnsafePathError("key contains a NUL byte", uri=uri)
+        msg = "key contains a NUL byte"
+        raise UnsafePathError(msg, uri=uri)
     if rel.startswith("/"):
-        raise UnsafePathError(f"key {rel!r} is an absolute path", uri=uri)
+        msg = f"key {rel!r} is an absolute path"
+        raise UnsafePathError(msg, uri=uri)
     parts = [p for p in rel.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise UnsafePathError(f"key {rel!r} escapes the destination", uri=uri)
+        msg = f"key {rel!r} escapes the destination"
+        raise UnsafePathError(msg, uri=uri)
     if not parts:
-        raise UnsafePathError(f"key {rel!r} names no file", uri=uri)
+        msg = f"key {rel!r} names no file"
+        raise UnsafePathError(msg, uri=uri)
     return PurePosixPath(*parts)
 
 

@@ -7,8 +7,11 @@ that each part can be hashed in order by the one writer that receives its bytes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["ByteRange", "plan_ranges"]
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from .models import TransferStats
+if TYPE_CHECKING:
+    from .models import TransferStats
 
 __all__ = ["ProgressPrinter"]
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from .config import RetryConfig
 from .errors import RetriesExhaustedError, TransferError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .config import RetryConfig
 
 __all__ = ["RetryBudget"]
 
@@ -46,7 +50,7 @@ class RetryBudget:
         cfg = self._config
         if self.attempts >= cfg.max_attempts:
             raise RetriesExhaustedError(error, attempts=self.attempts) from error
-        ceiling = min(cfg.max_backoff, cfg.initial_backoff * 2 ** (self.attempts - 1))
+        ceiling = min(cfg.max_backoff, cfg.initial_backoff * 2.0 ** (self.attempts - 1))
         delay = ceiling * self._rand()
         if self._clock() + delay - self._started > cfg.total_timeout:
             raise RetriesExhaustedError(error, attempts=self.attempts) from error

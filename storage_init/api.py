@@ -7,18 +7,22 @@ Both are coroutines that run inside the caller's event loop (asyncio): no
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from os import PathLike
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .backends import backend_class
-from .backends._base import Backend
 from .config import StorageConfig
 from .engine import Engine, Pair
 from .errors import LocalIOError, flatten_group
-from .models import DownloadReport, ProgressCallback
 from .uri import parse_uri
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from .backends._base import Backend
+    from .models import DownloadReport, ProgressCallback
 
 __all__ = ["download", "download_many"]
 

@@ -18,16 +18,16 @@ On failure the one-line reason goes to stderr and, when it exists, to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -43,7 +43,11 @@ from .errors import (
     StorageInitError,
     flatten_group,
 )
-from .models import DownloadReport
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .models import DownloadReport
 
 __all__ = ["EXIT_CODES", "main"]
 
@@ -118,6 +122,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse_args(argv: list[str]) -> argparse.Namespace:
+    args = _parser().parse_args(argv)
+    if not args.pairs or len(args.pairs) % 2:
+        msg = "expected SRC DEST pairs: storage-init SRC DEST [SRC DEST ...]"
+        raise _UsageError(msg)
+    return args
+
+
 def _config(args: argparse.Namespace, environ: dict[str, str]) -> StorageConfig:
     config = from_env(environ)
     transfer = config.transfer
@@ -164,10 +176,8 @@ def _write_report(path: Path, reports: Sequence[DownloadReport], secs: float) ->
 
 def _termination_message(message: str) -> None:
     if TERMINATION_LOG.exists():
-        try:
+        with contextlib.suppress(OSError):
             TERMINATION_LOG.write_text(message + "\n")
-        except OSError:
-            pass
 
 
 async def _run(
@@ -201,10 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list
     try:
-        args = _parser().parse_args(args_list)
-        if not args.pairs or len(args.pairs) % 2:
-            msg = "expected SRC DEST pairs: storage-init SRC DEST [SRC DEST ...]"
-            raise _UsageError(msg)
+        args = _parse_args(args_list)
         environ = dict(os.environ)
         fmt = args.log_format or environ.get("STORAGE_INIT_LOG_FORMAT", "text")
         configure_logging(fmt=fmt, quiet=args.quiet, debug=args.debug)
@@ -220,13 +227,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = ProgressPrinter(stream=sys.stderr, quiet=args.quiet)
     try:
         reports, signum = anyio.run(_run, pairs, config, progress, backend="asyncio")
-    except BaseException as raised:  # noqa: BLE001 - the top level maps every failure
-        exc = flatten_group(raised) if isinstance(raised, BaseExceptionGroup) else raised
-        if isinstance(exc, KeyboardInterrupt):
+    except BaseException as raised:
+        # The top level maps every failure, ours or not, to a line and an exit code.
+        error = (
+            flatten_group(raised) if isinstance(raised, BaseExceptionGroup) else raised
+        )
+        if isinstance(error, KeyboardInterrupt):
             return EXIT_SIGINT
-        code = _exit_code(exc)
-        message = str(exc) if isinstance(exc, StorageInitError) else repr(exc)
-        log.error("%s", message, exc_info=debug)
+        code = _exit_code(error)
+        message = str(error) if isinstance(error, StorageInitError) else repr(error)
+        # The traceback only with --debug: an error is one line otherwise.
+        log.error("%s", message, exc_info=debug)  # noqa: TRY400
         _termination_message(message)
         return code
     progress.finish()
@@ -242,6 +253,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             _write_report(args.report, reports, seconds)
         except OSError as exc:
-            log.error("cannot write the report %s: %s", args.report, exc.strerror)
+            log.exception("cannot write the report %s: %s", args.report, exc.strerror)
             return EXIT_FAILED
     return EXIT_OK

@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from .errors import ConfigError
 from .models import KiB, MiB, VerifyMode
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = [
     "RetryConfig",
@@ -51,11 +53,14 @@ class RetryConfig:
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
-            raise ConfigError("retry max_attempts must be at least 1")
+            msg = "retry max_attempts must be at least 1"
+            raise ConfigError(msg)
         if not 0 <= self.initial_backoff <= self.max_backoff:
-            raise ConfigError("retry backoffs must satisfy 0 <= initial <= max")
+            msg = "retry backoffs must satisfy 0 <= initial <= max"
+            raise ConfigError(msg)
         if self.total_timeout <= 0:
-            raise ConfigError("retry total_timeout must be positive")
+            msg = "retry total_timeout must be positive"
+            raise ConfigError(msg)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,16 +106,18 @@ class TransferConfig:
 
     def __post_init__(self) -> None:
         if self.part_size < 5 * MiB:
-            raise ConfigError("part_size must be at least 5 MiB")
+            msg = "part_size must be at least 5 MiB"
+            raise ConfigError(msg)
         if not 64 * KiB <= self.chunk_size <= self.part_size:
-            raise ConfigError("chunk_size must be between 64 KiB and part_size")
+            msg = "chunk_size must be between 64 KiB and part_size"
+            raise ConfigError(msg)
         for name in ("max_concurrency", "max_chunks_in_memory", "io_concurrency"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1")
+                msg = f"{name} must be at least 1"
+                raise ConfigError(msg)
         if self.stall_timeout <= 0:
-            raise ConfigError("stall_timeout must be positive")
-        if not isinstance(self.verify, VerifyMode):
-            raise ConfigError(f"verify must be a VerifyMode, not {self.verify!r}")
+            msg = "stall_timeout must be positive"
+            raise ConfigError(msg)
 
     @property
     def memory_bound(self) -> int:
@@ -128,7 +135,8 @@ class TransferConfig:
             ConfigError: the budget is below 2 MiB, too small for one request.
         """
         if budget < 2 * MiB:
-            raise ConfigError("memory budget must be at least 2 MiB")
+            msg = "memory budget must be at least 2 MiB"
+            raise ConfigError(msg)
         cfg = self
         while cfg.memory_bound > budget:
             if cfg.max_chunks_in_memory > 1:
@@ -180,11 +188,14 @@ class S3Options:
 
     def __post_init__(self) -> None:
         if self.addressing_style not in ("auto", "virtual", "path"):
-            raise ConfigError("addressing_style must be auto, virtual or path")
+            msg = "addressing_style must be auto, virtual or path"
+            raise ConfigError(msg)
         if self.connect_timeout <= 0 or self.read_timeout <= 0:
-            raise ConfigError("S3 timeouts must be positive")
+            msg = "S3 timeouts must be positive"
+            raise ConfigError(msg)
         if self.max_attempts < 1:
-            raise ConfigError("S3_MAX_ATTEMPTS must be at least 1")
+            msg = "S3_MAX_ATTEMPTS must be at least 1"
+            raise ConfigError(msg)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -220,11 +231,13 @@ def parse_size(text: str) -> int:
     """
     match = _SIZE_RE.match(text)
     if not match:
-        raise ConfigError(f"not a size: {text!r} (examples: 1048576, 64MiB, 1GiB)")
+        msg = f"not a size: {text!r} (examples: 1048576, 64MiB, 1GiB)"
+        raise ConfigError(msg)
     number, unit, _ = match.groups()
     value = float(number) * _UNITS[unit.lower()]
     if not math.isfinite(value):
-        raise ConfigError(f"not a size: {text!r}")
+        msg = f"not a size: {text!r}"
+        raise ConfigError(msg)
     return int(value)
 
 
@@ -243,7 +256,8 @@ def _float(environ: Mapping[str, str], name: str, default: float) -> float:
     try:
         return float(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+        msg = f"{name} must be a number, not {raw!r}"
+        raise ConfigError(msg) from None
 
 
 def _int(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -253,7 +267,8 @@ def _int(environ: Mapping[str, str], name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
+        msg = f"{name} must be an integer, not {raw!r}"
+        raise ConfigError(msg) from None
 
 
 def _patterns(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -261,14 +276,16 @@ def _patterns(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
     raw = (environ.get(name) or "").strip()
     if not raw:
         return ()
-    if raw[0] in "[\"":
+    if raw[0] in '["':
         try:
             value = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"{name} is not valid JSON: {exc.msg}") from None
+            msg = f"{name} is not valid JSON: {exc.msg}"
+            raise ConfigError(msg) from None
         items = value if isinstance(value, list) else [value]
         if not all(isinstance(p, str) for p in items):
-            raise ConfigError(f"{name} must be a list of strings")
+            msg = f"{name} must be a list of strings"
+            raise ConfigError(msg)
         return tuple(p.strip() for p in items if p.strip())
     return tuple(p.strip() for p in raw.split(",") if p.strip())
 
@@ -287,7 +304,8 @@ def _storage_spec(environ: Mapping[str, str]) -> dict[str, Any]:
             msg = f"{name} is not valid JSON (line {exc.lineno} column {exc.colno})"
             raise ConfigError(msg) from None
         if not isinstance(value, dict):
-            raise ConfigError(f"{name} must be a JSON object")
+            msg_0 = f"{name} must be a JSON object"
+            raise ConfigError(msg_0)
         spec.update(value)
     return spec
 
@@ -352,7 +370,8 @@ def parse_verify(text: str) -> VerifyMode:
         return VerifyMode(text.strip().lower())
     except ValueError:
         choices = ", ".join(m.value for m in VerifyMode)
-        raise ConfigError(f"verify must be one of {choices}, not {text!r}") from None
+        msg = f"verify must be one of {choices}, not {text!r}"
+        raise ConfigError(msg) from None
 
 
 def from_env(environ: Mapping[str, str]) -> StorageConfig:

@@ -2,7 +2,7 @@
 
 Shape of one run, for any number of source/destination pairs::
 
-    listers ──▶ file tasks (≤ 2 × max_concurrency open) ──▶ range fetchers
+    listers ──▶ file tasks (at most 2 * max_concurrency open) ──▶ range fetchers
         range fetchers ──(bounded queues, one per writer)──▶ writer tasks ──▶ threads
                                                     pwritev + hashing, off the loop
 
@@ -20,18 +20,14 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._paths import is_selected, safe_relative
 from ._plan import ByteRange, plan_ranges
 from ._retry import RetryBudget
-from .backends._base import Backend, RangeBody
-from .config import StorageConfig
 from .errors import (
     IntegrityError,
     NetworkError,
@@ -45,9 +41,18 @@ from .models import (
     ProgressCallback,
     TransferStats,
 )
-from .uri import ObjectURI
 from .verify import Check, FileDigest, choose_check, hash_file
 from .writer import TempFile, local_error
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+    from pathlib import Path
+
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+    from .backends._base import Backend, RangeBody
+    from .config import StorageConfig
+    from .uri import ObjectURI
 
 __all__ = ["Engine", "Pair"]
 
@@ -184,12 +189,12 @@ class Engine:
                     for send in self._streams:
                         send.close()
         finally:
-            # Every writer thread has returned by now: no temp file is in use.
-            with anyio.CancelScope(shield=True):
-                for job in self._open:
-                    if job.temp is not None:
-                        job.temp.discard()
-                self._open.clear()
+            # Every writer thread has returned by now: no temp file is in use. The
+            # discards are synchronous, so cancellation cannot interrupt them.
+            for job in self._open:
+                if job.temp is not None:
+                    job.temp.discard()
+            self._open.clear()
         return [r for r in reports if r is not None]
 
     async def _writer(self, receive: MemoryObjectReceiveStream[_Batch]) -> None:
@@ -246,7 +251,7 @@ class Engine:
                 return
             prefix += "/"
         found = False
-        async for info in backend.list(uri.bucket, prefix):
+        async for info in backend.list_objects(uri.bucket, prefix):
             found = True
             yield info.key[len(prefix) :], info
         if not found:
@@ -346,21 +351,23 @@ class Engine:
         while True:
             start = job.offsets[index]
             try:
-                async with self._requests:
-                    async with job.pair.backend.open_range(
+                async with (
+                    self._requests,
+                    job.pair.backend.open_range(
                         job.pair.uri.bucket,
                         job.info,
                         start,
                         byte_range.end,
                         whole=job.whole and start == 0,
-                    ) as body:
-                        await self._adopt_response(job, body.info)
-                        await self._pump(job, index, body, stream)
-                if job.offsets[index] < byte_range.end:
-                    got = job.offsets[index] - byte_range.start
-                    msg = f"body ended after {got} of {byte_range.length} bytes"
-                    raise NetworkError(msg, uri=job.uri)
-                return
+                    ) as body,
+                ):
+                    await self._adopt_response(job, body.info)
+                    await self._pump(job, index, body, stream)
+                if job.offsets[index] >= byte_range.end:
+                    return
+                got = job.offsets[index] - byte_range.start
+                msg = f"body ended after {got} of {byte_range.length} bytes"
+                raise NetworkError(msg, uri=job.uri)
             except TransferError as exc:
                 delay = budget.next_delay(exc)
                 log.warning(

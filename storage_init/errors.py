@@ -11,10 +11,10 @@ Everything storage_init raises on purpose derives from `StorageInitError`::
         ├── AccessDeniedError             also a PermissionError                → exit 3
         ├── ObjectChangedError            ETag/generation changed mid-download
         ├── IntegrityError                size / checksum / Content-Range mismatch
-        ├── UnsafePathError               a remote key would escape the destination
-        ├── LocalIOError                  the destination cannot be written (disk full, ...)
-        ├── RemoteError                   5xx, throttling, protocol errors      (retryable)
-        ├── NetworkError                  reset, DNS, timeouts                  (retryable)
+        ├── UnsafePathError               a key would escape the destination
+        ├── LocalIOError                  the destination cannot be written
+        ├── RemoteError                   5xx, throttling, protocol errors (retry)
+        ├── NetworkError                  reset, DNS, timeouts (retry)
         └── RetriesExhaustedError         (.last_error) after the retry budget
 
 Retryability is a class property (`TransferError.retryable`), never string matching.
@@ -112,15 +112,15 @@ class ObjectChangedError(TransferError):
 
 
 class IntegrityError(TransferError):
-    """Raised when a size, checksum or Content-Range does not match what was expected."""
+    """Raised when a size, checksum or Content-Range is not what was expected."""
 
 
 class UnsafePathError(TransferError):
-    """Raised when a remote key would be written outside the destination directory."""
+    """Raised when a remote key would be written outside the destination."""
 
 
 class LocalIOError(TransferError):
-    """Raised when the destination cannot be written: disk full, read-only, not a dir."""
+    """Raised when the destination cannot be written: disk full, read-only, ..."""
 
 
 class RemoteError(TransferError):

@@ -7,16 +7,18 @@ and across threads without copies.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = [
-    "KiB",
-    "MiB",
     "DownloadReport",
     "FileReport",
+    "KiB",
+    "MiB",
     "ObjectInfo",
     "ProgressCallback",
     "TransferStats",
@@ -167,5 +169,5 @@ class ProgressCallback(Protocol):
     It must be cheap and must not block: it runs on the hot path.
     """
 
-    def __call__(self, stats: TransferStats) -> None:
+    def __call__(self, stats: TransferStats, /) -> None:
         """Receive the latest statistics."""

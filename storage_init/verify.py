@@ -23,14 +23,17 @@ import base64
 import hashlib
 import os
 import re
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._crc import CRC_ALGORITHMS, CrcAlgorithm, crc_algorithm
-from ._plan import ByteRange
 from .errors import IntegrityError
 from .models import MiB, ObjectInfo, VerifyMode
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from ._plan import ByteRange
 
 __all__ = ["Check", "FileDigest", "RangeDigest", "choose_check", "hash_file"]
 
@@ -163,7 +166,9 @@ class RangeDigest:
 
     def __init__(self, check: Check, byte_range: ByteRange, *, whole: bool) -> None:
         self._crc = check.crc
-        self._md5: Any = hashlib.md5() if check.segment_md5 else None
+        self._md5: Any = (
+            hashlib.md5(usedforsecurity=False) if check.segment_md5 else None
+        )
         self._whole = [hashlib.new(n) for n in check.whole] if whole else []
         segments = byte_range.segments or (byte_range.length,)
         self._seg = list(reversed(segments))
@@ -199,7 +204,7 @@ class RangeDigest:
         self._seg_start = self._seg_end
         if self._md5 is not None:
             self.md5s.append(self._md5.digest())
-            self._md5 = hashlib.md5()
+            self._md5 = hashlib.md5(usedforsecurity=False)
         if self._seg:
             self._seg_end += self._seg.pop()
 
@@ -250,7 +255,8 @@ class FileDigest:
             _compare(name, check.expected[name], got)
         if check.segment_md5:
             md5s = [d for r in self.ranges for d in r.md5s]
-            got = f"{hashlib.md5(b''.join(md5s)).hexdigest()}-{len(md5s)}"
+            md5 = hashlib.md5(b"".join(md5s), usedforsecurity=False)
+            got = f"{md5.hexdigest()}-{len(md5s)}"
             _compare("multipart ETag", check.expected["etag"], got)
         digests = dict(whole)
         if self.whole_in_writer:
@@ -269,7 +275,7 @@ def _compare(what: str, expected: str, got: str) -> None:
 
 
 def hash_file(fd: int, size: int, names: Sequence[str]) -> dict[str, bytes]:
-    """Hash the first `size` bytes of open file `fd` in order. Blocking: run in a thread.
+    """Hash the first `size` bytes of `fd` in order. Blocking: run it in a thread.
 
     Reads with `os.pread`, so the descriptor's offset is left alone.
     """

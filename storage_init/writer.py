@@ -11,10 +11,13 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-from collections.abc import Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import LocalIOError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
 
 __all__ = ["PARTIAL_SUFFIX", "TempFile", "local_error"]
 
@@ -24,7 +27,7 @@ _IOV_MAX = 1024
 
 
 def local_error(exc: OSError, path: Path | str) -> LocalIOError:
-    """Translate an OSError on a local path into a `LocalIOError` with a clear reason."""
+    """Translate an OSError on a local path into a `LocalIOError`, clearly worded."""
     reasons = {
         errno.ENOSPC: "no space left on device",
         errno.EDQUOT: "disk quota exceeded",
@@ -120,7 +123,7 @@ class TempFile:
         fd, self._fd = self.fd, None
         try:
             os.close(fd)
-            os.replace(self.path, self.final)
+            self.path.replace(self.final)
         except OSError as exc:
             self.discard()
             raise local_error(exc, self.final) from exc
@@ -130,7 +133,4 @@ class TempFile:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        self.path.unlink(missing_ok=True)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from storage_init.backends.memory import MemoryBackend
 from storage_init.errors import NetworkError
-from storage_init.models import ObjectInfo
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from storage_init.models import ObjectInfo
 
 
 class _FlakyBody:
@@ -26,7 +29,8 @@ class _FlakyBody:
                 await anyio.sleep(3600)
             raise NetworkError("connection reset by peer (injected)")
         self._left -= 1
-        return await self._body.read(max_bytes)
+        data: bytes = await self._body.read(max_bytes)
+        return data
 
 
 class FlakyBackend(MemoryBackend):

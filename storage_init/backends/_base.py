@@ -8,11 +8,12 @@ exceptions never reach the engine.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from contextlib import AbstractAsyncContextManager
+
     from ..config import StorageConfig
     from ..models import ObjectInfo
 
@@ -59,7 +60,7 @@ class Backend(Protocol):
         """
         ...
 
-    def list(self, bucket: str, prefix: str) -> AsyncIterator[ObjectInfo]:
+    def list_objects(self, bucket: str, prefix: str) -> AsyncIterator[ObjectInfo]:
         """Yield every object whose key starts with `prefix`, page by page.
 
         Raises:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -22,6 +21,8 @@ from ..errors import ObjectChangedError, ObjectNotFoundError
 from ..models import ObjectInfo
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from ..config import StorageConfig
 
 __all__ = ["MemoryBackend"]
@@ -71,22 +72,29 @@ class MemoryBackend:
         """Store an object, as an S3 upload with these settings would.
 
         Args:
+            bucket: the bucket, created on first use.
+            key: the object key.
+            data: the object's bytes.
             part_size: upload in parts of this size (a multipart ETag).
             checksum: a CRC name (``crc64nvme``, ``crc32c``, ``crc32``) to store.
             composite: store the CRC as composite over the parts.
         """
         size = len(data)
-        parts = tuple(
-            min(part_size, size - i) for i in range(0, size, part_size)
-        ) if part_size and size else ()
+        parts = (
+            tuple(min(part_size, size - i) for i in range(0, size, part_size))
+            if part_size and size
+            else ()
+        )
         if parts:
             md5s = b"".join(
-                hashlib.md5(data[i : i + n]).digest()
+                hashlib.md5(data[i : i + n], usedforsecurity=False).digest()
                 for i, n in zip(_offsets(parts), parts, strict=True)
             )
-            etag = f"{hashlib.md5(md5s).hexdigest()}-{len(parts)}"
+            etag = (
+                f"{hashlib.md5(md5s, usedforsecurity=False).hexdigest()}-{len(parts)}"
+            )
         else:
-            etag = hashlib.md5(data).hexdigest()
+            etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
         checksums: dict[str, str] = {}
         if checksum:
             crc = crc_algorithm(checksum)
@@ -142,7 +150,7 @@ class MemoryBackend:
         stored = self._buckets.get(bucket, {}).get(key)
         return stored.info if stored else None
 
-    async def list(self, bucket: str, prefix: str) -> AsyncIterator[ObjectInfo]:
+    async def list_objects(self, bucket: str, prefix: str) -> AsyncIterator[ObjectInfo]:
         """See `Backend.list`; keys come in lexicographic order, page by page."""
         if bucket not in self._buckets:
             msg = "no such bucket"
@@ -159,7 +167,8 @@ class MemoryBackend:
         self.requests += 1
         stored = self._get(bucket, info.key)
         if info.etag and stored.info.etag != info.etag:
-            raise ObjectChangedError("ETag changed", uri=f"memory://{bucket}/{info.key}")
+            msg = "ETag changed"
+            raise ObjectChangedError(msg, uri=f"memory://{bucket}/{info.key}")
         return stored.info
 
     async def part_sizes(self, bucket: str, info: ObjectInfo) -> list[int]:
@@ -176,7 +185,8 @@ class MemoryBackend:
         self.requests += 1
         stored = self._get(bucket, info.key)
         if info.etag and stored.info.etag != info.etag:
-            raise ObjectChangedError("ETag changed", uri=f"memory://{bucket}/{info.key}")
+            msg = "ETag changed"
+            raise ObjectChangedError(msg, uri=f"memory://{bucket}/{info.key}")
         view = memoryview(stored.data)
         yield _Body(view if whole else view[start:end], stored.info if whole else None)
 

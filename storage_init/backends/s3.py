@@ -9,7 +9,6 @@ mode, so that small files get their stored CRCs without a HEAD.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Self
@@ -48,6 +47,8 @@ from ..errors import (
 from ..models import ObjectInfo
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
     from types_aiobotocore_s3 import S3Client
 
     from ..config import S3Options, StorageConfig
@@ -200,7 +201,10 @@ class S3Backend:
             style = "virtual"
         config = AioConfig(
             signature_version=UNSIGNED if opts.anonymous else None,
-            s3={"addressing_style": style, "use_accelerate_endpoint": opts.use_accelerate},
+            s3={
+                "addressing_style": style,
+                "use_accelerate_endpoint": opts.use_accelerate,
+            },
             connect_timeout=opts.connect_timeout,
             read_timeout=opts.read_timeout,
             retries={"max_attempts": opts.max_attempts, "mode": "standard"},
@@ -255,7 +259,7 @@ class S3Backend:
             return None
         return _info(key, response)
 
-    async def list(self, bucket: str, prefix: str) -> AsyncIterator[ObjectInfo]:
+    async def list_objects(self, bucket: str, prefix: str) -> AsyncIterator[ObjectInfo]:
         """See `Backend.list`."""
         client = await self._get_client()
         uri = f"s3://{bucket}/{prefix}"
@@ -280,7 +284,7 @@ class S3Backend:
             return info
         client = await self._get_client()
         uri = f"s3://{bucket}/{info.key}"
-        extra = {"IfMatch": f'"{info.etag}"'} if info.etag else {}
+        extra: dict[str, Any] = {"IfMatch": f'"{info.etag}"'} if info.etag else {}
         with map_errors(_ERRORS, uri=uri):
             response = await client.head_object(
                 Bucket=bucket, Key=info.key, ChecksumMode="ENABLED", **extra
@@ -292,7 +296,7 @@ class S3Backend:
     ) -> tuple[int, int]:
         """Return (length of part `n`, parts count) from a HEAD with PartNumber."""
         client = await self._get_client()
-        extra = {"IfMatch": f'"{etag}"'} if etag else {}
+        extra: dict[str, Any] = {"IfMatch": f'"{etag}"'} if etag else {}
         with map_errors(_ERRORS, uri=f"s3://{bucket}/{key}"):
             response = await client.head_object(
                 Bucket=bucket, Key=key, PartNumber=n, **extra

@@ -17,8 +17,14 @@ from storage_init.models import MiB, VerifyMode
 class TestParseSize:
     @pytest.mark.parametrize(
         ("text", "value"),
-        [("1048576", MiB), ("64MiB", 64 * MiB), ("64M", 64 * MiB), ("1.5GiB", 3 << 29),
-         ("512k", 512 << 10), (" 2 g ", 2 << 30)],
+        [
+            ("1048576", MiB),
+            ("64MiB", 64 * MiB),
+            ("64M", 64 * MiB),
+            ("1.5GiB", 3 << 29),
+            ("512k", 512 << 10),
+            (" 2 g ", 2 << 30),
+        ],
     )
     def test_sizes(self, text: str, value: int) -> None:
         """Plain bytes and binary units parse."""

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import pytest
@@ -23,6 +23,9 @@ from storage_init.backends.memory import MemoryBackend
 from storage_init.models import MiB, TransferStats
 from tests.doubles import FlakyBackend, SlowBackend
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
 SMALL = StorageConfig(
     transfer=TransferConfig(part_size=5 * MiB, chunk_size=64 * 1024, max_concurrency=4)
 )
@@ -38,7 +41,11 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def _config(**transfer: object) -> StorageConfig:
-    base = {"part_size": 5 * MiB, "chunk_size": 64 * 1024, "max_concurrency": 4}
+    base: dict[str, object] = {
+        "part_size": 5 * MiB,
+        "chunk_size": 64 * 1024,
+        "max_concurrency": 4,
+    }
     base.update(transfer)
     return StorageConfig(transfer=TransferConfig(**base))  # type: ignore[arg-type]
 
@@ -57,7 +64,9 @@ class TestResolve:
         )
         assert _files(tmp_path / "a") == {"config.json": b"{}", "sub/w.bin": b"w"}
         assert [f.path for f in report.files] == ["config.json", "sub/w.bin"]
-        await download("memory://b/models/m", tmp_path / "b", backends={"memory": store})
+        await download(
+            "memory://b/models/m", tmp_path / "b", backends={"memory": store}
+        )
         assert _files(tmp_path / "b") == {"m": b"single"}
 
     async def test_whole_bucket_zero_bytes_and_markers(self, tmp_path: Path) -> None:
@@ -76,7 +85,9 @@ class TestResolve:
         store = MemoryBackend()
         store.put("b", "other", b"x")
         with pytest.raises(ObjectNotFoundError):
-            await download("memory://b/missing", tmp_path / "d", backends={"memory": store})
+            await download(
+                "memory://b/missing", tmp_path / "d", backends={"memory": store}
+            )
         assert _files(tmp_path) == {}
 
     async def test_pagination(self, tmp_path: Path) -> None:
@@ -93,7 +104,9 @@ class TestResolve:
         for name in ("config.json", "tokenizer.json", "model.safetensors"):
             store.put("b", f"m/{name}", b"x")
         config = StorageConfig(allow_patterns=("*.json",), ignore_patterns=("tok*",))
-        await download("memory://b/m", tmp_path, config=config, backends={"memory": store})
+        await download(
+            "memory://b/m", tmp_path, config=config, backends={"memory": store}
+        )
         assert set(_files(tmp_path)) == {"config.json"}
 
     @pytest.mark.parametrize("key", ["m/../escape", "m//../../x"])
@@ -111,10 +124,16 @@ class TestTransfer:
         ("kwargs", "label"),
         [
             pytest.param({"checksum": "crc64nvme"}, "crc64nvme", id="crc64"),
-            pytest.param({"checksum": "crc32c", "part_size": 5 * MiB}, "crc32c",
-                         id="crc32c-multipart-full"),
-            pytest.param({"checksum": "crc32", "part_size": 5 * MiB, "composite": True},
-                         "crc32-composite", id="composite"),
+            pytest.param(
+                {"checksum": "crc32c", "part_size": 5 * MiB},
+                "crc32c",
+                id="crc32c-multipart-full",
+            ),
+            pytest.param(
+                {"checksum": "crc32", "part_size": 5 * MiB, "composite": True},
+                "crc32-composite",
+                id="composite",
+            ),
             pytest.param({"part_size": 5 * MiB}, "multipart-etag", id="multipart-etag"),
             pytest.param({}, "md5-etag", id="md5-etag"),
         ],
@@ -137,9 +156,13 @@ class TestTransfer:
         """A small object uploaded in parts is fetched whole and checked by parts."""
         data = os.urandom(5 * MiB + 10)
         store = MemoryBackend()
-        store.put("b", "d/x", data, part_size=5 * MiB, checksum="crc32c", composite=True)
+        store.put(
+            "b", "d/x", data, part_size=5 * MiB, checksum="crc32c", composite=True
+        )
         report = await download(
-            "memory://b/d", tmp_path, config=_config(part_size=8 * MiB),
+            "memory://b/d",
+            tmp_path,
+            config=_config(part_size=8 * MiB),
             backends={"memory": store},
         )
         assert report.files[0].verification == "crc32c-composite"
@@ -152,8 +175,9 @@ class TestTransfer:
         store.put("b", "m/w.bin", os.urandom(size), checksum="crc64nvme")
         store.corrupt("b", "m/w.bin", size // 2)
         with pytest.raises(IntegrityError, match="crc64nvme mismatch") as info:
-            await download("memory://b/m", tmp_path, config=_config(),
-                           backends={"memory": store})
+            await download(
+                "memory://b/m", tmp_path, config=_config(), backends={"memory": store}
+            )
         assert "memory://b/m/w.bin" in str(info.value)
         assert os.listdir(tmp_path) == []
 
@@ -165,7 +189,9 @@ class TestTransfer:
         config = StorageConfig(
             transfer=TransferConfig(chunk_size=64 * 1024, retry=FAST_RETRY)
         )
-        await download("memory://b/f", tmp_path, config=config, backends={"memory": store})
+        await download(
+            "memory://b/f", tmp_path, config=config, backends={"memory": store}
+        )
         assert (tmp_path / "f").read_bytes() == data
         starts = [start for start, _ in store.opened]
         assert starts[0] == 0
@@ -178,8 +204,9 @@ class TestTransfer:
         store.put("b", "f", b"x" * 1000)
         config = StorageConfig(transfer=TransferConfig(retry=FAST_RETRY))
         with pytest.raises(RetriesExhaustedError) as info:
-            await download("memory://b/f", tmp_path, config=config,
-                           backends={"memory": store})
+            await download(
+                "memory://b/f", tmp_path, config=config, backends={"memory": store}
+            )
         assert info.value.attempts == 4
         assert os.listdir(tmp_path) == []
 
@@ -191,8 +218,9 @@ class TestTransfer:
             transfer=TransferConfig(stall_timeout=0.2, retry=FAST_RETRY)
         )
         with anyio.fail_after(10):
-            await download("memory://b/f", tmp_path, config=config,
-                           backends={"memory": store})
+            await download(
+                "memory://b/f", tmp_path, config=config, backends={"memory": store}
+            )
         assert (tmp_path / "f").read_bytes() == b"y" * 1000
 
     async def test_object_changed(self, tmp_path: Path) -> None:
@@ -201,8 +229,8 @@ class TestTransfer:
         store.put("b", "m/a", b"old")
 
         class Swapping(MemoryBackend):
-            async def list(self, bucket, prefix):  # type: ignore[override]
-                async for info in store.list(bucket, prefix):
+            async def list_objects(self, bucket, prefix):
+                async for info in store.list_objects(bucket, prefix):
                     yield info
                 store.put("b", "m/a", b"new!")
 
@@ -217,8 +245,9 @@ class TestTransfer:
         for i in range(4):
             store.put("b", f"m/{i}", os.urandom(2 * MiB))
         with anyio.move_on_after(0.3) as scope:
-            await download("memory://b/m", tmp_path, config=_config(),
-                           backends={"memory": store})
+            await download(
+                "memory://b/m", tmp_path, config=_config(), backends={"memory": store}
+            )
         assert scope.cancelled_caught
         assert os.listdir(tmp_path) == []
 
@@ -242,8 +271,15 @@ class TestTransfer:
         store = MemoryBackend()
         store.put("b", "f", b"data", checksum="crc32")
         store.put_sha256("b", "f")
-        for mode, label in ((VerifyMode.SIZE, "size"), (VerifyMode.STRICT, "crc32+sha256")):
+        for mode, label in (
+            (VerifyMode.SIZE, "size"),
+            (VerifyMode.STRICT, "crc32+sha256"),
+        ):
             config = StorageConfig(transfer=TransferConfig(verify=mode))
-            report = await download("memory://b/f", tmp_path / mode.value, config=config,
-                                    backends={"memory": store})
+            report = await download(
+                "memory://b/f",
+                tmp_path / mode.value,
+                config=config,
+                backends={"memory": store},
+            )
             assert report.files[0].verification == label

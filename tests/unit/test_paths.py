@@ -9,13 +9,20 @@ from storage_init.errors import UnsafePathError
 class TestSafeRelative:
     @pytest.mark.parametrize(
         ("rel", "expected"),
-        [("a/b.bin", "a/b.bin"), ("a//b", "a/b"), ("./a/./b", "a/b"), ("a b/ü", "a b/ü")],
+        [
+            ("a/b.bin", "a/b.bin"),
+            ("a//b", "a/b"),
+            ("./a/./b", "a/b"),
+            ("a b/ü", "a b/ü"),
+        ],
     )
     def test_normalises(self, rel: str, expected: str) -> None:
         """Empty and dot segments are dropped, other names kept."""
         assert str(safe_relative(rel)) == expected
 
-    @pytest.mark.parametrize("rel", ["../x", "a/../../x", "/etc/passwd", "a\x00b", "", "./"])
+    @pytest.mark.parametrize(
+        "rel", ["../x", "a/../../x", "/etc/passwd", "a\x00b", "", "./"]
+    )
     def test_refuses_escapes(self, rel: str) -> None:
         """Keys that would leave the destination raise UnsafePathError."""
         with pytest.raises(UnsafePathError):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,7 +12,7 @@ from storage_init._plan import ByteRange, plan_ranges
 def _assert_covers(ranges: list[ByteRange], size: int) -> None:
     assert ranges[0].start == 0
     assert ranges[-1].end == size
-    for a, b in zip(ranges, ranges[1:], strict=False):
+    for a, b in itertools.pairwise(ranges):
         assert a.end == b.start
 
 

@@ -16,8 +16,9 @@ class TestParseURI:
             pytest.param("s3://b/a b/ü?x#y", "s3", "b", "a b/ü?x#y", id="verbatim-key"),
             pytest.param("gcs://b/m", "gs", "b", "m", id="gcs-alias"),
             pytest.param("abfs://c/m", "az", "c", "m", id="abfs-alias"),
-            pytest.param("https://h.example/p/m.bin", "https", "h.example", "p/m.bin",
-                         id="https"),
+            pytest.param(
+                "https://h.example/p/m.bin", "https", "h.example", "p/m.bin", id="https"
+            ),
         ],
     )
     def test_parses(self, uri: str, scheme: str, bucket: str, key: str) -> None:

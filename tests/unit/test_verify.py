@@ -95,7 +95,9 @@ class TestChooseCheck:
 
 
 def _digest_of(data: bytes, info: ObjectInfo, part_size: int, parts: list[int] | None):
-    check = choose_check(info, VerifyMode.STRICT if "sha256" in info.checksums else VerifyMode.AUTO)
+    check = choose_check(
+        info, VerifyMode.STRICT if "sha256" in info.checksums else VerifyMode.AUTO
+    )
     ranges = plan_ranges(len(data), part_size, parts)
     digest = FileDigest(check, ranges)
     # Feed each range in small, uneven chunks, as a network would.
@@ -122,19 +124,30 @@ class TestFileDigest:
     )
     @pytest.mark.parametrize("range_size", [1000, 4096, 100_000])
     def test_matches_store(
-        self, checksum: str | None, composite: bool, upload_part: int | None, range_size: int
+        self,
+        checksum: str | None,
+        composite: bool,
+        upload_part: int | None,
+        range_size: int,
     ) -> None:
         """Digests computed over ranges match what the store computed on upload."""
         data = os.urandom(20_000)
         store = MemoryBackend()
-        info = store.put("b", "k", data, part_size=upload_part, checksum=checksum,
-                         composite=composite)
+        info = store.put(
+            "b",
+            "k",
+            data,
+            part_size=upload_part,
+            checksum=checksum,
+            composite=composite,
+        )
         check = choose_check(info, VerifyMode.AUTO)
-        parts = None
+        parts: list[int] | None = None
         if check.needs_parts:
-            parts = [upload_part] * (len(data) // upload_part)  # type: ignore[operator]
-            if len(data) % upload_part:  # type: ignore[operator]
-                parts.append(len(data) % upload_part)  # type: ignore[operator]
+            assert upload_part is not None
+            parts = [upload_part] * (len(data) // upload_part)
+            if len(data) % upload_part:
+                parts.append(len(data) % upload_part)
         digest = _digest_of(data, info, range_size, parts)
         digest.verify(size=len(data), written=len(data), whole={})
 
@@ -163,7 +176,7 @@ class TestFileDigest:
         digest.verify(size=len(data), written=len(data), whole={})
 
     def test_md5_etag_many_ranges_needs_pass(self, tmp_path) -> None:
-        """Across ranges, the MD5 ETag and SHA-256 are checked by one pass over the file."""
+        """Across ranges, MD5 ETag and SHA-256 are checked by one pass over the file."""
         data = os.urandom(50_000)
         store = MemoryBackend()
         store.put("b", "k", data)

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from storage_init.errors import LocalIOError
 from storage_init.writer import PARTIAL_SUFFIX, TempFile
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class TestTempFile:
