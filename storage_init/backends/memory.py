@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Self
 
 from .._crc import crc_algorithm
-from ..errors import ObjectChangedError, ObjectNotFoundError
+from ..errors import IntegrityError, ObjectChangedError, ObjectNotFoundError
 from ..models import ObjectInfo
 
 if TYPE_CHECKING:
@@ -187,6 +187,9 @@ class MemoryBackend:
         if info.etag and stored.info.etag != info.etag:
             msg = "ETag changed"
             raise ObjectChangedError(msg, uri=f"memory://{bucket}/{info.key}")
+        if not whole and not 0 <= start < end <= stored.info.size:
+            msg = f"range not satisfiable: bytes {start}-{end - 1}"
+            raise IntegrityError(msg, uri=f"memory://{bucket}/{info.key}")
         view = memoryview(stored.data)
         yield _Body(view if whole else view[start:end], stored.info if whole else None)
 

@@ -1,0 +1,206 @@
+"""The S3 backend against a real SeaweedFS server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from storage_init import (
+    AccessDeniedError,
+    IntegrityError,
+    ObjectNotFoundError,
+    S3Options,
+    StorageConfig,
+    TransferConfig,
+    download,
+)
+from storage_init.backends.s3 import S3Backend
+from storage_init.models import MiB
+from tests.backends.conformance import BackendConformance
+from tests.conftest import S3Server
+from tests.faultproxy import Faults, fault_proxy
+from tests.s3util import S3Seeder
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def seeder(s3_server: S3Server) -> S3Seeder:
+    return S3Seeder(s3_server)
+
+
+def _options(server: S3Server, **kwargs: object) -> S3Options:
+    base: dict[str, object] = {
+        "endpoint_url": server.endpoint,
+        "region": "us-east-1",
+        "access_key_id": server.access_key,
+        "secret_access_key": server.secret_key,
+    }
+    base.update(kwargs)
+    return S3Options(**base)  # type: ignore[arg-type]
+
+
+def _config(server: S3Server, **transfer: object) -> StorageConfig:
+    knobs: dict[str, object] = {"part_size": 5 * MiB, "chunk_size": 256 * 1024}
+    knobs.update(transfer)
+    return StorageConfig(
+        s3=_options(server),
+        transfer=TransferConfig(**knobs),  # type: ignore[arg-type]
+    )
+
+
+class TestS3Conformance(BackendConformance):
+    @pytest.fixture
+    async def backend(self, s3_server: S3Server) -> AsyncIterator[S3Backend]:
+        backend = S3Backend(_options(s3_server))
+        try:
+            yield backend
+        finally:
+            await backend.aclose()
+
+    @pytest.fixture
+    def bucket(self, s3_server: S3Server) -> str:
+        return s3_server.bucket
+
+    @pytest.fixture
+    def seed(self, seeder: S3Seeder):
+        return seeder.put
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+class TestS3Download:
+    async def test_model_tree(self, s3_server, seeder, tmp_path, request):
+        """A model prefix arrives whole: nested, empty, spaces, unicode, no siblings."""
+        base = f"tree-{request.node.name[:20]}/"
+        files = {
+            "config.json": b'{"a": 1}',
+            "empty.txt": b"",
+            "sub dir/ü ñ.bin": os.urandom(3000),
+            "deep/er/x.safetensors": os.urandom(7 * MiB + 3),
+        }
+        for name, data in files.items():
+            seeder.put(base + "model/" + name, data)
+        seeder.put(base + "model-v2/other.bin", b"sibling")
+        seeder.put(base + "modelfile", b"sibling")
+        report = await download(
+            f"s3://{s3_server.bucket}/{base}model",
+            tmp_path,
+            config=_config(s3_server),
+        )
+        assert _tree(tmp_path) == files
+        by_path = {f.path: f for f in report.files}
+        assert by_path["deep/er/x.safetensors"].verification == "md5-etag"
+        assert all(f.verified for f in report.files)
+
+    async def test_single_object(self, s3_server, seeder, tmp_path):
+        """An existing key is downloaded as one file named after its basename."""
+        seeder.put("single/weights.bin", b"w" * 100)
+        await download(
+            f"s3://{s3_server.bucket}/single/weights.bin",
+            tmp_path,
+            config=_config(s3_server),
+        )
+        assert _tree(tmp_path) == {"weights.bin": b"w" * 100}
+
+    async def test_pagination_over_1000_keys(self, s3_server, seeder, tmp_path):
+        """More than 1000 keys: every page of the listing is followed."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(16) as pool:
+            list(
+                pool.map(
+                    lambda i: seeder.put(f"many/{i:05}.txt", str(i).encode()),
+                    range(1005),
+                )
+            )
+        report = await download(
+            f"s3://{s3_server.bucket}/many", tmp_path, config=_config(s3_server)
+        )
+        assert len(report.files) == 1005
+        assert (tmp_path / "01004.txt").read_bytes() == b"1004"
+
+    @pytest.mark.parametrize(
+        ("kwargs", "label"),
+        [
+            pytest.param({"checksum": "crc64nvme"}, "crc64nvme", id="crc64nvme"),
+            pytest.param(
+                {"checksum": "crc32c", "part_size": 5 * MiB}, "crc32c", id="crc32c-full"
+            ),
+            pytest.param(
+                {"checksum": "crc32c", "part_size": 5 * MiB, "composite": True},
+                "crc32c-composite",
+                id="crc32c-composite",
+            ),
+            pytest.param({"part_size": 5 * MiB}, "multipart-etag", id="multipart-etag"),
+            pytest.param({}, "md5-etag", id="md5-etag"),
+        ],
+    )
+    async def test_large_object_verified(
+        self, s3_server, seeder, tmp_path, kwargs, label
+    ):
+        """Multi-range objects are verified with the best checksum the store has."""
+        data = os.urandom(17 * MiB + 5)
+        key = f"large/{label}.bin"
+        seeder.put(key, data, **kwargs)
+        report = await download(
+            f"s3://{s3_server.bucket}/{key}", tmp_path, config=_config(s3_server)
+        )
+        (entry,) = report.files
+        assert (entry.verification, entry.verified) == (label, True)
+        got = hashlib.sha256((tmp_path / f"{label}.bin").read_bytes()).digest()
+        assert got == hashlib.sha256(data).digest()
+
+    @pytest.mark.parametrize("size", [1 * MiB, 12 * MiB])
+    async def test_corruption_detected(self, s3_server, seeder, tmp_path, size):
+        """A byte flipped on the wire fails the file; nothing sits at its path."""
+        seeder.put(f"flip/{size}.bin", os.urandom(size), checksum="crc64nvme")
+        faults = Faults(flip_at=200_000)
+        with fault_proxy(s3_server.endpoint, faults) as proxy:
+            config = StorageConfig(
+                s3=_options(s3_server, endpoint_url=proxy.endpoint),
+                transfer=TransferConfig(part_size=5 * MiB),
+            )
+            with pytest.raises(IntegrityError, match="mismatch"):
+                await download(
+                    f"s3://{s3_server.bucket}/flip/{size}.bin", tmp_path, config=config
+                )
+        assert faults.flips >= 1
+        assert os.listdir(tmp_path) == []
+
+    async def test_not_found(self, s3_server, tmp_path):
+        """A missing prefix is ObjectNotFoundError; the destination stays empty."""
+        with pytest.raises(ObjectNotFoundError):
+            await download(
+                f"s3://{s3_server.bucket}/no/such/model",
+                tmp_path,
+                config=_config(s3_server),
+            )
+        assert os.listdir(tmp_path) == []
+
+    async def test_missing_bucket(self, s3_server, tmp_path):
+        """A missing bucket is ObjectNotFoundError."""
+        with pytest.raises(ObjectNotFoundError):
+            await download(
+                "s3://no-such-bucket-x/m", tmp_path, config=_config(s3_server)
+            )
+
+    async def test_bad_credentials(self, s3_server, seeder, tmp_path):
+        """Wrong keys are AccessDeniedError, and the secret is not in the message."""
+        seeder.put("denied/x", b"x")
+        config = StorageConfig(
+            s3=_options(s3_server, secret_access_key="wrong-secret-value")
+        )
+        with pytest.raises(AccessDeniedError) as info:
+            await download(f"s3://{s3_server.bucket}/denied/x", tmp_path, config=config)
+        assert "wrong-secret-value" not in str(info.value)
