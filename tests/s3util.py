@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import botocore.session
@@ -74,9 +72,3 @@ class S3Seeder:
             UploadId=upload["UploadId"],
             MultipartUpload={"Parts": parts},
         )
-
-
-@contextmanager
-def s3_env(server: S3Server, **extra: str) -> Iterator[dict[str, str]]:
-    """The environment of a storage-init process that talks to `server`."""
-    yield {**server.env(), **extra}
