@@ -87,9 +87,16 @@ def _parser() -> argparse.ArgumentParser:
             "parallel, verified, and renamed into place only when complete."
         ),
         epilog=(
-            "exit codes: 0 ok, 1 transfer failed, 2 usage or config error, "
-            "3 not found or access denied, 130 SIGINT, 143 SIGTERM"
+            "exit codes:\n"
+            "  0    ok: every file downloaded and verified\n"
+            "  1    transfer failed\n"
+            "  2    usage or configuration error\n"
+            "  3    not found or access denied\n"
+            "  130  interrupted (SIGINT)\n"
+            "  143  terminated (SIGTERM)\n"
+            "\nKServe's variables (AWS_*, S3_*, STORAGE_CONFIG, ...) are honoured."
         ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "pairs", nargs="*", metavar="SRC DEST", help="source URI and directory pairs"

@@ -1,0 +1,87 @@
+"""Run a command and measure it: wall time, CPU seconds of its tree, peak RSS.
+
+The command is started by a tiny launcher process, not forked from the caller:
+Linux carries a forked parent's RSS high-water mark into the child across exec, so
+forking from a large process (pytest, the harness) would inflate the child's peak.
+The launcher waits for the command and reports ``getrusage(RUSAGE_CHILDREN)``:
+user and system CPU of the whole process tree, and the largest peak RSS in it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+_LAUNCHER = """
+import json, os, resource, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status = os.waitpid(pid, 0)
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+sys.stderr.write("\\n@@measure " + json.dumps({
+    "code": os.waitstatus_to_exitcode(status),
+    "user": usage.ru_utime, "system": usage.ru_stime,
+    "maxrss": usage.ru_maxrss * 1024}) + "\\n")
+"""
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What one run of a command cost.
+
+    Attributes:
+        code: exit code.
+        wall: seconds from start to exit (launcher start included, about 20 ms).
+        user: user CPU seconds of the command's process tree.
+        system: system CPU seconds of the command's process tree.
+        max_rss: the largest peak RSS of any process in the tree, in bytes.
+        stderr: what the command wrote to stderr.
+    """
+
+    code: int
+    wall: float
+    user: float
+    system: float
+    max_rss: int
+    stderr: str
+
+    @property
+    def cpu(self) -> float:
+        """User plus system CPU seconds."""
+        return self.user + self.system
+
+
+def run_measured(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 1800,
+) -> Measured:
+    """Run `argv` to completion through the launcher and return its `Measured`."""
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", _LAUNCHER, *argv],
+        env=dict(env if env is not None else os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    wall = time.perf_counter() - started
+    stderr, _, tail = proc.stderr.rpartition("\n@@measure ")
+    data = json.loads(tail)
+    return Measured(
+        code=data["code"],
+        wall=wall,
+        user=data["user"],
+        system=data["system"],
+        max_rss=data["maxrss"],
+        stderr=stderr,
+    )

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import storage_init
+from storage_init.cli import EXIT_CODES, main
+from storage_init.errors import (
+    AccessDeniedError,
+    ConfigError,
+    IntegrityError,
+    ObjectNotFoundError,
+)
+
+
+class TestUsage:
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            pytest.param([], id="nothing"),
+            pytest.param(["s3://b/m"], id="one"),
+            pytest.param(["s3://b/m", "/tmp/x", "s3://b/n"], id="odd"),
+            pytest.param(["--bogus", "s3://b/m", "/d"], id="unknown-flag"),
+        ],
+    )
+    def test_usage_errors_exit_2(self, argv, capsys) -> None:
+        """Wrong arguments give one error line, a usage line, and exit code 2."""
+        assert main(argv) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert err[0].startswith("storage-init: error:")
+        assert err[1].startswith("usage: storage-init")
+
+    @pytest.mark.parametrize(
+        ("argv", "text"),
+        [
+            pytest.param(["ftp://h/x", "/tmp/d"], "unsupported scheme", id="scheme"),
+            pytest.param(["gs://b/x", "/tmp/d"], "not supported yet", id="planned"),
+            pytest.param(
+                ["s3://b/x", "/tmp/d", "--part-size", "1k"], "part_size", id="part-size"
+            ),
+            pytest.param(
+                ["s3://b/x", "/tmp/d", "--verify", "hard"], "verify", id="verify"
+            ),
+            pytest.param(["not a uri", "/tmp/d"], "invalid URI", id="uri"),
+        ],
+    )
+    def test_config_errors_exit_2(self, argv, text, capsys, tmp_path) -> None:
+        """Bad URIs and options are one clear line and exit code 2."""
+        argv = [a.replace("/tmp/d", str(tmp_path / "d")) for a in argv]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1
+        assert text in err[0]
+        assert "Traceback" not in err[0]
+
+    def test_dest_is_a_file(self, tmp_path, capsys) -> None:
+        """A destination that is a file fails before any request, exit code 1."""
+        target = tmp_path / "file"
+        target.write_text("x")
+        assert main(["s3://bucket/m", str(target)]) == 1
+        assert "not a directory" in capsys.readouterr().err
+
+    def test_version(self, capsys) -> None:
+        """--version prints the package version."""
+        with pytest.raises(SystemExit) as info:
+            main(["--version"])
+        assert info.value.code == 0
+        assert storage_init.__version__ in capsys.readouterr().out
+
+    def test_help_lists_exit_codes(self, capsys) -> None:
+        """--help documents the exit codes."""
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        assert "3    not found or access denied" in capsys.readouterr().out
+
+
+class TestExitCodes:
+    @pytest.mark.parametrize(
+        ("error", "code"),
+        [
+            (ConfigError("x"), 2),
+            (ObjectNotFoundError("x"), 3),
+            (AccessDeniedError("x"), 3),
+            (IntegrityError("x"), 1),
+        ],
+    )
+    def test_table(self, error, code) -> None:
+        """Each error class maps to its documented exit code."""
+        for kind, value in EXIT_CODES:
+            if isinstance(error, kind):
+                assert value == code
+                break
+
+
+class TestReport:
+    def test_json_report(self, tmp_path: Path) -> None:
+        """--report writes one entry per file (via the CLI's writer)."""
+        from storage_init.cli import _write_report
+        from storage_init.models import DownloadReport, FileReport
+
+        report = DownloadReport(
+            source="s3://b/m",
+            destination=str(tmp_path),
+            files=(
+                FileReport(
+                    path="a", size=3, seconds=0.1, verification="crc32", verified=True
+                ),
+            ),
+            seconds=0.2,
+        )
+        out = tmp_path / "r.json"
+        _write_report(out, [report], 0.25)
+        data = json.loads(out.read_text())
+        assert data["bytes"] == 3
+        assert data["pairs"][0]["files"][0] == {
+            "path": "a",
+            "size": 3,
+            "seconds": 0.1,
+            "verification": "crc32",
+            "verified": True,
+        }
