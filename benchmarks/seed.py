@@ -1,0 +1,152 @@
+"""Make synthetic models and upload them to the local S3 server.
+
+Two upload styles, because what storage-init can verify differs between them:
+
+- ``s5cmd``: as older tools upload (MD5 ETags, ``md5-N`` for multipart, no CRC);
+- ``sdk``: as current AWS SDKs upload (a full-object CRC64NVME on every object).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+MiB = 1024**2
+PART = 64 * MiB
+
+
+def make_model(root: Path, *, shard_bytes: int, shards: int) -> Path:
+    """Write an LLM-like model: safetensors shards plus the usual small files."""
+    root.mkdir(parents=True, exist_ok=True)
+    block = os.urandom(16 * MiB)
+    for n in range(1, shards + 1):
+        path = root / f"model-{n:05}-of-{shards:05}.safetensors"
+        if path.exists() and path.stat().st_size == shard_bytes:
+            continue
+        with path.open("wb") as f:
+            left, i = shard_bytes, 0
+            while left:
+                piece = block[: min(left, len(block))]
+                # Vary each block so that no two parts are alike.
+                f.write((n * 100_000 + i).to_bytes(8, "big") + piece[8:])
+                left -= len(piece)
+                i += 1
+    small = {
+        "config.json": json.dumps({"architectures": ["LlamaForCausalLM"]}).encode(),
+        "generation_config.json": b'{"do_sample": true}',
+        "tokenizer.json": os.urandom(2 * MiB),
+        "tokenizer_config.json": b'{"model_max_length": 8192}',
+        "special_tokens_map.json": b'{"bos_token": "<s>"}',
+        "model.safetensors.index.json": b'{"weight_map": {}}',
+    }
+    for name, data in small.items():
+        (root / name).write_bytes(data)
+    return root
+
+
+def make_small_files(root: Path, *, count: int, size: int) -> Path:
+    """Write `count` random files of `size` bytes."""
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        path = root / f"f{i:05}.bin"
+        if not path.exists():
+            path.write_bytes(os.urandom(size))
+    return root
+
+
+def seed_s5cmd(local: Path, url: str, env: Mapping[str, str]) -> None:
+    """Upload a directory with s5cmd (MD5 ETags only)."""
+    s5cmd = Path(sys.executable).parent / "s5cmd"
+    subprocess.run(
+        [
+            str(s5cmd),
+            "--endpoint-url",
+            env["AWS_ENDPOINT_URL"],
+            "cp",
+            f"{local}/",
+            url.rstrip("/") + "/",
+        ],
+        env=dict(env),
+        check=True,
+        capture_output=True,
+    )
+
+
+def seed_sdk(local: Path, url: str, env: Mapping[str, str]) -> None:
+    """Upload a directory as current SDKs do: a full-object CRC64NVME per object."""
+    asyncio.run(_seed_sdk(local, url, env))
+
+
+async def _seed_sdk(local: Path, url: str, env: Mapping[str, str]) -> None:
+    from aiobotocore.session import get_session
+    from aiobotocore.config import AioConfig
+
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    session = get_session()
+    async with session.create_client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+        config=AioConfig(s3={"addressing_style": "path"}, max_pool_connections=16),
+    ) as s3:
+        limit = asyncio.Semaphore(4)
+        files = sorted(p for p in local.rglob("*") if p.is_file())
+        async with asyncio.TaskGroup() as tg:
+            for path in files:
+                key = f"{prefix.rstrip('/')}/{path.relative_to(local)}".lstrip("/")
+                tg.create_task(_upload(s3, bucket, key, path, limit))
+
+
+async def _upload(s3: Any, bucket: str, key: str, path: Path, limit: Any) -> None:
+    size = path.stat().st_size
+    if size <= PART:
+        async with limit:
+            await s3.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=path.read_bytes(),
+                ChecksumAlgorithm="CRC64NVME",
+            )
+        return
+    upload = await s3.create_multipart_upload(
+        Bucket=bucket,
+        Key=key,
+        ChecksumAlgorithm="CRC64NVME",
+        ChecksumType="FULL_OBJECT",
+    )
+
+    async def part(number: int) -> dict[str, Any]:
+        async with limit:
+            with path.open("rb") as f:
+                f.seek((number - 1) * PART)
+                data = f.read(PART)
+            r = await s3.upload_part(
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload["UploadId"],
+                PartNumber=number,
+                Body=data,
+                ChecksumAlgorithm="CRC64NVME",
+            )
+            return {
+                "PartNumber": number,
+                "ETag": r["ETag"],
+                "ChecksumCRC64NVME": r["ChecksumCRC64NVME"],
+            }
+
+    count = -(-size // PART)
+    parts = await asyncio.gather(*(part(n) for n in range(1, count + 1)))
+    await s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key=key,
+        UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": list(parts)},
+    )
