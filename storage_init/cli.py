@@ -18,6 +18,7 @@ On failure the one-line reason goes to stderr and, when it exists, to
 from __future__ import annotations
 
 import argparse
+import gc
 import contextlib
 import json
 import logging
@@ -232,6 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     pairs = list(zip(args.pairs[::2], args.pairs[1::2], strict=True))
     progress = ProgressPrinter(stream=sys.stderr, quiet=args.quiet)
+    # Everything loaded so far lives until exit: keep the cyclic GC from walking
+    # it again and again while the download allocates.
+    gc.freeze()
     try:
         reports, signum = anyio.run(_run, pairs, config, progress, backend="asyncio")
     except BaseException as raised:

@@ -5,16 +5,17 @@ across ranges, so no second pass is needed; MD5 costs about 1.5 CPU seconds per 
 here, and only runs in order. In order of preference:
 
 1. a full-object CRC (``crc64nvme``, then ``crc32c``, then ``crc32``), computed per
-   range by the writer threads and combined;
+   range as bytes are written, and combined;
 2. a composite CRC (``base64(CRC(part CRCs))-N``), with ranges aligned to the parts;
 3. a multipart ETag (``md5(part MD5s)-N``), with ranges aligned to the parts;
-4. the MD5 ETag of a single-part object: hashed by the writer when the object is one
-   range, otherwise by one sequential pass over the finished file;
+4. the MD5 ETag of a single-part object, hashed in order from the written file by a
+   thread that trails the download;
 5. the size alone.
 
 ``strict`` adds the stored SHA-256 (single-part uploads only) and fails files for
-which nothing but the size is known. Hashing is done by `RangeDigest.update`, which
-the writer threads call in offset order within each range.
+which nothing but the size is known. CRCs are computed inline as bytes are written
+(`RangeDigest`); MD5 and SHA-256 by a thread reading the written ranges back in order
+(`FileDigest.hash_written_range`), which keeps them off the event loop.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
     from ._plan import ByteRange
 
-__all__ = ["Check", "FileDigest", "RangeDigest", "choose_check", "hash_file"]
+__all__ = ["Check", "FileDigest", "RangeDigest", "choose_check"]
 
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
 _MULTIPART_ETAG_RE = re.compile(r"^[0-9a-f]{32}-(\d+)$")
@@ -146,93 +147,98 @@ def choose_check(info: ObjectInfo, mode: VerifyMode) -> Check:
 
 
 class RangeDigest:
-    """Running digests of one range, fed in offset order by one writer at a time.
+    """The CRC of each segment of one range, fed in offset order on the event loop.
 
-    Segment values (CRC ints, MD5 digests) are appended as each segment completes.
+    CRCs run inline because they cost almost nothing (awscrt, tens of GB/s);
+    MD5 and SHA-256 do not, and run in a thread from the written file instead
+    (`FileDigest.hash_written_range`).
     """
 
-    __slots__ = (
-        "_crc",
-        "_md5",
-        "_pos",
-        "_running",
-        "_seg",
-        "_seg_end",
-        "_seg_start",
-        "_whole",
-        "crcs",
-        "md5s",
-    )
+    __slots__ = ("_crc", "_ends", "_pos", "_running", "_seg_start", "crcs")
 
-    def __init__(self, check: Check, byte_range: ByteRange, *, whole: bool) -> None:
-        self._crc = check.crc
-        self._md5: Any = (
-            hashlib.md5(usedforsecurity=False) if check.segment_md5 else None
-        )
-        self._whole = [hashlib.new(n) for n in check.whole] if whole else []
-        segments = byte_range.segments or (byte_range.length,)
-        self._seg = list(reversed(segments))
+    def __init__(self, crc: CrcAlgorithm | None, byte_range: ByteRange) -> None:
+        self._crc = crc
+        ends, pos = [], 0
+        for length in byte_range.segments or (byte_range.length,):
+            pos += length
+            ends.append(pos)
+        self._ends = ends[::-1]  # popped from the end: the next segment's end
         self._pos = 0
         self._seg_start = 0
-        self._seg_end = self._seg.pop()
         self._running = 0
         self.crcs: list[tuple[int, int]] = []  # (crc, length) per segment
-        self.md5s: list[bytes] = []
 
     def update(self, data: bytes | memoryview) -> None:
         """Hash the next `data` bytes of the range."""
-        for h in self._whole:
-            h.update(data)
+        crc = self._crc
+        if crc is None:
+            return
         view = memoryview(data)
-        while view:
-            room = self._seg_end - self._pos
+        while view and self._ends:
+            room = self._ends[-1] - self._pos
             piece, view = view[:room], view[room:]
-            if self._crc is not None:
-                self._running = self._crc.update(piece, self._running)
-            if self._md5 is not None:
-                self._md5.update(piece)
+            self._running = crc.update(piece, self._running)
             self._pos += len(piece)
-            if self._pos == self._seg_end:
-                self._close_segment()
-            if not piece:
-                # More bytes than the range holds: the size check reports it.
-                break
-
-    def _close_segment(self) -> None:
-        self.crcs.append((self._running, self._seg_end - self._seg_start))
-        self._running = 0
-        self._seg_start = self._seg_end
-        if self._md5 is not None:
-            self.md5s.append(self._md5.digest())
-            self._md5 = hashlib.md5(usedforsecurity=False)
-        if self._seg:
-            self._seg_end += self._seg.pop()
-
-    def whole_digests(self) -> dict[str, bytes]:
-        """Digests of the whole range, for checks that need file order."""
-        return {h.name: h.digest() for h in self._whole}
+            if self._pos == self._ends[-1]:
+                self.crcs.append((self._running, self._pos - self._seg_start))
+                self._running = 0
+                self._seg_start = self._pos
+                self._ends.pop()
 
 
 class FileDigest:
-    """The digests of a whole file, from its ranges in order."""
+    """The digests of a whole file, from its ranges.
+
+    CRCs arrive through `ranges` (inline). Digests that need order and cost CPU
+    (segment MD5s for multipart ETags, whole-file MD5/SHA-256) are computed by
+    `hash_written_range`, called in range order from a thread once each range is
+    on disk, so that they use the second core while the download goes on.
+    """
 
     def __init__(self, check: Check, ranges: Sequence[ByteRange]) -> None:
         self.check = check
-        # One range: its writer sees the file in order, so whole-file digests are
-        # computed on the way. Otherwise `hash_file` makes one pass at the end.
-        self.whole_in_writer = len(ranges) == 1
-        self.ranges = [
-            RangeDigest(check, r, whole=self.whole_in_writer) for r in ranges
-        ]
-        self.needs_pass = bool(check.whole) and not self.whole_in_writer
+        self.byte_ranges = list(ranges)
+        self.ranges = [RangeDigest(check.crc, r) for r in ranges]
+        self.deferred = check.segment_md5 or bool(check.whole)
+        self._whole = {
+            name: hashlib.new(name, usedforsecurity=False) for name in check.whole
+        }
+        self._md5s: list[list[bytes]] = [[] for _ in ranges]
 
-    def verify(self, *, size: int, written: int, whole: Mapping[str, bytes]) -> None:
+    def hash_written_range(self, fd: int, index: int, block_size: int) -> None:
+        """Read range `index` back from `fd` and feed the ordered digests.
+
+        Blocking: run it in a thread, for ranges in increasing order. Reads go
+        through one `block_size` buffer, the only memory this holds.
+        """
+        byte_range = self.byte_ranges[index]
+        segments = byte_range.segments or (byte_range.length,)
+        view = memoryview(bytearray(max(1, min(block_size, byte_range.length))))
+        offset = byte_range.start
+        for length in segments:
+            md5 = hashlib.md5(usedforsecurity=False) if self.check.segment_md5 else None
+            left = length
+            while left:
+                n = os.preadv(fd, [view[: min(left, len(view))]], offset)
+                if n <= 0:
+                    msg = f"file shorter than expected at byte {offset}"
+                    raise IntegrityError(msg)
+                block = view[:n]
+                if md5 is not None:
+                    md5.update(block)
+                for h in self._whole.values():
+                    h.update(block)
+                offset += n
+                left -= n
+            if md5 is not None:
+                self._md5s[index].append(md5.digest())
+
+    def verify(self, *, size: int, written: int) -> None:
         """Compare what was computed with what the store said.
 
         Args:
             size: the expected size.
             written: the bytes actually written.
-            whole: whole-file digests from `hash_file`, when `needs_pass`.
 
         Raises:
             IntegrityError: the size or a checksum does not match.
@@ -246,7 +252,8 @@ class FileDigest:
             name = check.crc.name
             if check.composite:
                 joined = b"".join(check.crc.digest(c) for c, _ in segments)
-                got = f"{check.crc.encode(check.crc.update(joined, 0))}-{len(segments)}"
+                value = check.crc.update(joined, 0)
+                got = f"{check.crc.encode(value)}-{len(segments)}"
             else:
                 value = 0
                 for crc, length in segments:
@@ -254,17 +261,15 @@ class FileDigest:
                 got = check.crc.encode(value)
             _compare(name, check.expected[name], got)
         if check.segment_md5:
-            md5s = [d for r in self.ranges for d in r.md5s]
+            md5s = [d for per_range in self._md5s for d in per_range]
             md5 = hashlib.md5(b"".join(md5s), usedforsecurity=False)
             got = f"{md5.hexdigest()}-{len(md5s)}"
             _compare("multipart ETag", check.expected["etag"], got)
-        digests = dict(whole)
-        if self.whole_in_writer:
-            digests.update(self.ranges[0].whole_digests())
-        if "md5" in check.whole:
-            _compare("MD5 ETag", check.expected["md5"], digests["md5"].hex())
-        if "sha256" in check.whole:
-            got = base64.b64encode(digests["sha256"]).decode()
+        if "md5" in self._whole:
+            got = self._whole["md5"].hexdigest()
+            _compare("MD5 ETag", check.expected["md5"], got)
+        if "sha256" in self._whole:
+            got = base64.b64encode(self._whole["sha256"].digest()).decode()
             _compare("sha256", check.expected["sha256"], got)
 
 
@@ -272,21 +277,3 @@ def _compare(what: str, expected: str, got: str) -> None:
     if expected != got:
         msg = f"{what} mismatch: expected {expected}, computed {got}"
         raise IntegrityError(msg)
-
-
-def hash_file(fd: int, size: int, names: Sequence[str]) -> dict[str, bytes]:
-    """Hash the first `size` bytes of `fd` in order. Blocking: run it in a thread.
-
-    Reads with `os.pread`, so the descriptor's offset is left alone.
-    """
-    hashers = [hashlib.new(n) for n in names]
-    block = 8 * MiB
-    offset = 0
-    while offset < size:
-        data = os.pread(fd, min(block, size - offset), offset)
-        if not data:
-            break
-        for h in hashers:
-            h.update(data)
-        offset += len(data)
-    return {h.name: h.digest() for h in hashers}

@@ -23,13 +23,13 @@ class _FlakyBody:
         self._stall = stall
         self.info = body.info
 
-    async def read(self, max_bytes: int) -> bytes:
+    async def read(self, size_hint: int) -> bytes:
         if self._left == 0:
             if self._stall:
                 await anyio.sleep(3600)
             raise NetworkError("connection reset by peer (injected)")
         self._left -= 1
-        data: bytes = await self._body.read(max_bytes)
+        data: bytes = await self._body.read(size_hint)
         return data
 
 
@@ -79,8 +79,8 @@ class SlowBackend(MemoryBackend):
             class _Slow:
                 info = body.info
 
-                async def read(self, max_bytes: int) -> bytes:
+                async def read(self, size_hint: int) -> bytes:
                     await anyio.sleep(delay)
-                    return await body.read(max_bytes)
+                    return await body.read(size_hint)
 
             yield _Slow()

@@ -30,8 +30,11 @@ class RangeBody(Protocol):
 
     info: ObjectInfo | None
 
-    async def read(self, max_bytes: int) -> bytes:
-        """Return up to `max_bytes` further bytes; ``b""`` at the end of the body.
+    async def read(self, size_hint: int) -> bytes:
+        """Return the next bytes of the body; ``b""`` at its end.
+
+        Chunks are what the transport has buffered, without copies to join them:
+        `size_hint` is a preference, not a limit.
 
         Raises:
             NetworkError: the connection broke or timed out.

@@ -40,8 +40,8 @@ class _Body:
         self._data = data
         self.info = info
 
-    async def read(self, max_bytes: int) -> bytes:
-        chunk, self._data = self._data[:max_bytes], self._data[max_bytes:]
+    async def read(self, size_hint: int) -> bytes:
+        chunk, self._data = self._data[:size_hint], self._data[size_hint:]
         return bytes(chunk)
 
 

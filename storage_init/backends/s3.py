@@ -154,16 +154,23 @@ def _info(key: str, response: Any, *, size: int | None = None) -> ObjectInfo:
 
 
 class _Body:
-    """A GetObject body; reads translate errors and check the length."""
+    """A GetObject body, read chunk by chunk as aiohttp buffered it.
+
+    Reading the aiohttp stream directly (`readany`) hands over the buffered chunks
+    as they are; `StreamingBody.read(n)` would join them into new n-byte strings, a
+    copy of every byte. Lengths are checked by the engine (and truncation raises
+    here), checksums by `verify`.
+    """
 
     def __init__(self, body: Any, uri: str, info: ObjectInfo | None) -> None:
-        self._body = body
+        self._content = body.raw_stream.content
         self._uri = uri
         self.info = info
 
-    async def read(self, max_bytes: int) -> bytes:
+    async def read(self, size_hint: int) -> bytes:
+        del size_hint
         with map_errors(_ERRORS, uri=self._uri):
-            data: bytes = await self._body.read(max_bytes)
+            data: bytes = await self._content.readany()
             return data
 
 
@@ -219,7 +226,9 @@ class S3Backend:
             kwargs["endpoint_url"] = opts.endpoint_url
         if opts.region:
             kwargs["region_name"] = opts.region
-        if not opts.verify_ssl:
+        if not opts.verify_ssl or (opts.endpoint_url or "").startswith("http://"):
+            # Plain http has no TLS to verify; skipping it also skips loading the
+            # system CA store (tens of ms of start-up).
             kwargs["verify"] = False
         elif opts.ca_bundle:
             kwargs["verify"] = opts.ca_bundle

@@ -14,7 +14,7 @@ from storage_init._plan import plan_ranges
 from storage_init.backends.memory import MemoryBackend
 from storage_init.errors import IntegrityError
 from storage_init.models import ObjectInfo, VerifyMode
-from storage_init.verify import FileDigest, choose_check, hash_file
+from storage_init.verify import FileDigest, choose_check
 
 
 def _info(**kwargs: object) -> ObjectInfo:
@@ -94,10 +94,12 @@ class TestChooseCheck:
         assert not check.verifies_content
 
 
-def _digest_of(data: bytes, info: ObjectInfo, part_size: int, parts: list[int] | None):
-    check = choose_check(
-        info, VerifyMode.STRICT if "sha256" in info.checksums else VerifyMode.AUTO
-    )
+def _digest_of(
+    data: bytes, info: ObjectInfo, part_size: int, parts: list[int] | None, tmp_path
+) -> FileDigest:
+    """Compute a FileDigest as the engine does: CRCs inline, the rest from the file."""
+    mode = VerifyMode.STRICT if "sha256" in info.checksums else VerifyMode.AUTO
+    check = choose_check(info, mode)
     ranges = plan_ranges(len(data), part_size, parts)
     digest = FileDigest(check, ranges)
     # Feed each range in small, uneven chunks, as a network would.
@@ -108,6 +110,14 @@ def _digest_of(data: bytes, info: ObjectInfo, part_size: int, parts: list[int] |
             rd.update(data[pos : min(pos + step, r.end)])
             pos += step
             step = step * 3 % 1001 + 1
+    path = tmp_path / "written"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for index in range(len(ranges)):
+            digest.hash_written_range(fd, index, 1000)
+    finally:
+        os.close(fd)
     return digest
 
 
@@ -125,6 +135,7 @@ class TestFileDigest:
     @pytest.mark.parametrize("range_size", [1000, 4096, 100_000])
     def test_matches_store(
         self,
+        tmp_path,
         checksum: str | None,
         composite: bool,
         upload_part: int | None,
@@ -148,49 +159,37 @@ class TestFileDigest:
             parts = [upload_part] * (len(data) // upload_part)
             if len(data) % upload_part:
                 parts.append(len(data) % upload_part)
-        digest = _digest_of(data, info, range_size, parts)
-        digest.verify(size=len(data), written=len(data), whole={})
+        digest = _digest_of(data, info, range_size, parts, tmp_path)
+        digest.verify(size=len(data), written=len(data))
 
-    def test_detects_flipped_byte(self) -> None:
+    def test_detects_flipped_byte(self, tmp_path) -> None:
         """One flipped byte is a checksum mismatch."""
         data = bytearray(os.urandom(10_000))
         info = MemoryBackend().put("b", "k", bytes(data), checksum="crc64nvme")
         data[5000] ^= 1
-        digest = _digest_of(bytes(data), info, 3000, None)
+        digest = _digest_of(bytes(data), info, 3000, None, tmp_path)
         with pytest.raises(IntegrityError, match="crc64nvme mismatch"):
-            digest.verify(size=len(data), written=len(data), whole={})
+            digest.verify(size=len(data), written=len(data))
 
-    def test_detects_size_mismatch(self) -> None:
+    def test_detects_size_mismatch(self, tmp_path) -> None:
         """A short file fails the size check before any checksum."""
         info = MemoryBackend().put("b", "k", b"abc")
-        digest = _digest_of(b"abc", info, 10, None)
+        digest = _digest_of(b"abc", info, 10, None, tmp_path)
         with pytest.raises(IntegrityError, match="size mismatch"):
-            digest.verify(size=3, written=2, whole={})
+            digest.verify(size=3, written=2)
 
-    def test_md5_etag_single_range_in_writer(self, tmp_path) -> None:
-        """A single-range MD5 ETag is checked without a second pass."""
-        data = os.urandom(5000)
-        info = MemoryBackend().put("b", "k", data)
-        digest = _digest_of(data, info, 10_000, None)
-        assert not digest.needs_pass
-        digest.verify(size=len(data), written=len(data), whole={})
-
-    def test_md5_etag_many_ranges_needs_pass(self, tmp_path) -> None:
-        """Across ranges, MD5 ETag and SHA-256 are checked by one pass over the file."""
+    def test_md5_and_sha256_across_ranges(self, tmp_path) -> None:
+        """The MD5 ETag and SHA-256 are checked in order across many ranges."""
         data = os.urandom(50_000)
         store = MemoryBackend()
         store.put("b", "k", data)
         store.put_sha256("b", "k")
-        info = (store._buckets["b"]["k"]).info
-        digest = _digest_of(data, info, 10_000, None)
-        assert digest.needs_pass
-        path = tmp_path / "f"
-        path.write_bytes(data)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            whole = hash_file(fd, len(data), digest.check.whole)
-        finally:
-            os.close(fd)
-        assert whole["md5"] == hashlib.md5(data).digest()
-        digest.verify(size=len(data), written=len(data), whole=whole)
-        assert base64.b64encode(whole["sha256"]).decode() == info.checksums["sha256"]
+        info = store._buckets["b"]["k"].info
+        digest = _digest_of(data, info, 10_000, None, tmp_path)
+        assert digest.deferred
+        assert digest.check.label == "md5-etag+sha256"
+        digest.verify(size=len(data), written=len(data))
+        assert (
+            base64.b64encode(hashlib.sha256(data).digest()).decode()
+            == (info.checksums["sha256"])
+        )
