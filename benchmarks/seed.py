@@ -84,8 +84,8 @@ def seed_sdk(local: Path, url: str, env: Mapping[str, str]) -> None:
 
 
 async def _seed_sdk(local: Path, url: str, env: Mapping[str, str]) -> None:
-    from aiobotocore.session import get_session
     from aiobotocore.config import AioConfig
+    from aiobotocore.session import get_session
 
     bucket, _, prefix = url.removeprefix("s3://").partition("/")
     session = get_session()

@@ -18,8 +18,8 @@ On failure the one-line reason goes to stderr and, when it exists, to
 from __future__ import annotations
 
 import argparse
-import gc
 import contextlib
+import gc
 import json
 import logging
 import os

@@ -25,11 +25,11 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._crc import CRC_ALGORITHMS, CrcAlgorithm, crc_algorithm
 from .errors import IntegrityError
-from .models import MiB, ObjectInfo, VerifyMode
+from .models import ObjectInfo, VerifyMode
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence

@@ -21,7 +21,7 @@ class TestUsage:
         [
             pytest.param([], id="nothing"),
             pytest.param(["s3://b/m"], id="one"),
-            pytest.param(["s3://b/m", "/tmp/x", "s3://b/n"], id="odd"),
+            pytest.param(["s3://b/m", "DEST", "s3://b/n"], id="odd"),
             pytest.param(["--bogus", "s3://b/m", "/d"], id="unknown-flag"),
         ],
     )
@@ -35,20 +35,20 @@ class TestUsage:
     @pytest.mark.parametrize(
         ("argv", "text"),
         [
-            pytest.param(["ftp://h/x", "/tmp/d"], "unsupported scheme", id="scheme"),
-            pytest.param(["gs://b/x", "/tmp/d"], "not supported yet", id="planned"),
+            pytest.param(["ftp://h/x", "DEST"], "unsupported scheme", id="scheme"),
+            pytest.param(["gs://b/x", "DEST"], "not supported yet", id="planned"),
             pytest.param(
-                ["s3://b/x", "/tmp/d", "--part-size", "1k"], "part_size", id="part-size"
+                ["s3://b/x", "DEST", "--part-size", "1k"], "part_size", id="part-size"
             ),
             pytest.param(
-                ["s3://b/x", "/tmp/d", "--verify", "hard"], "verify", id="verify"
+                ["s3://b/x", "DEST", "--verify", "hard"], "verify", id="verify"
             ),
-            pytest.param(["not a uri", "/tmp/d"], "invalid URI", id="uri"),
+            pytest.param(["not a uri", "DEST"], "invalid URI", id="uri"),
         ],
     )
     def test_config_errors_exit_2(self, argv, text, capsys, tmp_path) -> None:
         """Bad URIs and options are one clear line and exit code 2."""
-        argv = [a.replace("/tmp/d", str(tmp_path / "d")) for a in argv]
+        argv = [a.replace("DEST", str(tmp_path / "d")) for a in argv]
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1
