@@ -376,8 +376,10 @@ class S3Backend:
             body.close()
 
     async def aclose(self) -> None:
-        """See `Backend.aclose`."""
-        async with self._lock:
-            self._closed = True
-            self._client = None
-            await self._stack.aclose()
+        """See `Backend.aclose`. Runs to the end even when the caller is cancelled."""
+        # Shielded: a cancelled download must still close its connection pool.
+        with anyio.CancelScope(shield=True):
+            async with self._lock:
+                self._closed = True
+                self._client = None
+                await self._stack.aclose()

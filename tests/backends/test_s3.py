@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 from storage_init import (
@@ -19,7 +20,7 @@ from storage_init import (
     download,
 )
 from storage_init.backends.s3 import S3Backend
-from storage_init.models import MiB
+from storage_init.models import MiB, TransferStats
 from tests.backends.conformance import BackendConformance
 from tests.conftest import S3Server
 from tests.faultproxy import Faults, fault_proxy
@@ -177,6 +178,25 @@ class TestS3Download:
                 )
         assert faults.flips >= 1
         assert os.listdir(tmp_path) == []
+
+    async def test_cancellation_leaves_nothing(self, s3_server, seeder, tmp_path):
+        """Cancelled after its first bytes land, a download leaves no file at all."""
+        seeder.put("cancel/m/a.bin", os.urandom(24 * MiB), checksum="crc32c")
+        seeder.put("cancel/m/b.bin", os.urandom(3 * MiB))
+        with anyio.CancelScope() as scope:
+
+            def cancel_on_first_bytes(stats: TransferStats) -> None:
+                if stats.bytes_done:
+                    scope.cancel()
+
+            await download(
+                f"s3://{s3_server.bucket}/cancel/m",
+                tmp_path,
+                config=_config(s3_server),
+                progress=cancel_on_first_bytes,
+            )
+        assert scope.cancelled_caught
+        assert list(tmp_path.iterdir()) == []
 
     async def test_not_found(self, s3_server, tmp_path):
         """A missing prefix is ObjectNotFoundError; the destination stays empty."""
