@@ -63,6 +63,10 @@ __all__ = ["Engine", "Pair"]
 
 log = logging.getLogger(__name__)
 
+#: Files of one range up to this size get MD5/SHA-256 on the event loop as bytes
+#: arrive (about 1 ms per MiB): cheaper than a thread hop and a read-back.
+INLINE_HASH_LIMIT = 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class Pair:
@@ -101,8 +105,8 @@ class _Job:
     def written(self) -> int:
         return sum(o - r.start for o, r in zip(self.offsets, self.ranges, strict=True))
 
-    def set_check(self, check: Check) -> None:
-        self.digest = FileDigest(check, self.ranges)
+    def set_check(self, check: Check, *, inline_limit: int) -> None:
+        self.digest = FileDigest(check, self.ranges, inline_limit=inline_limit)
         self.checked.set()
 
 
@@ -125,6 +129,8 @@ class Engine:
         self._files = anyio.Semaphore(2 * cfg.max_concurrency)
         self._io = anyio.CapacityLimiter(cfg.io_concurrency)
         self._open: set[_Job] = set()
+        #: Directories known to exist (created or seen by this run).
+        self._dirs: set[Path] = set()
         self._started = time.monotonic()
         self._bytes_done = 0
         self._bytes_total = 0
@@ -265,8 +271,18 @@ class Engine:
         job.offsets = [r.start for r in ranges]
         job.landed = [anyio.Event() for _ in ranges]
         if check is not None:
-            job.set_check(check)
-        job.temp = await anyio.to_thread.run_sync(_open_temp, final, info.size)
+            job.set_check(check, inline_limit=INLINE_HASH_LIMIT)
+        small = len(ranges) == 1
+        if small and final.parent in self._dirs:
+            # Small files: open and rename on the loop. Both are single metadata
+            # syscalls, cheaper than the two thread hops they would cost, which
+            # dominated a model of 1000 small files.
+            job.temp = TempFile(final, info.size, preallocate=False)
+        else:
+            job.temp = await anyio.to_thread.run_sync(
+                _open_temp, final, info.size, not small
+            )
+            self._dirs.add(final.parent)
         self._open.add(job)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._hash_written, job)
@@ -281,7 +297,10 @@ class Engine:
             digest.verify(size=info.size, written=job.written)
         except IntegrityError as exc:
             raise IntegrityError(exc.reason, uri=uri) from None
-        await anyio.to_thread.run_sync(job.temp.commit)
+        if small:
+            job.temp.commit()
+        else:
+            await anyio.to_thread.run_sync(job.temp.commit)
         self._open.discard(job)
         log.debug("verified %s (%s)", rel, digest.check.label)
         return FileReport(
@@ -317,7 +336,7 @@ class Engine:
             # A small multipart object: its one range is hashed part by part.
             parts = await job.pair.backend.part_sizes(job.pair.uri.bucket, info)
             job.ranges = [ByteRange(0, info.size, tuple(parts))]
-        job.set_check(check)
+        job.set_check(check, inline_limit=INLINE_HASH_LIMIT)
 
     async def _fetch_range(self, job: _Job, index: int) -> None:
         """Fetch one range to disk, resuming where a failure left it."""
@@ -374,7 +393,7 @@ class Engine:
     ) -> None:
         assert job.temp is not None
         assert job.digest is not None
-        temp, digest = job.temp, job.digest.ranges[index]
+        temp, digest = job.temp, job.digest
         end = job.ranges[index].end
         chunk = self._cfg.chunk_size
         stall = self._cfg.stall_timeout
@@ -399,7 +418,7 @@ class Engine:
             # cache (see the module docstring for why not in a writer thread).
             temp.write(offset, buffers)
             for buf in buffers:
-                digest.update(buf)
+                digest.update(index, buf)
             offset += pending
             job.offsets[index] = offset
             self._bytes_done += pending
@@ -416,7 +435,7 @@ def _make_dirs(path: Path) -> None:
         raise local_error(exc, path) from exc
 
 
-def _open_temp(final: Path, size: int) -> TempFile:
+def _open_temp(final: Path, size: int, preallocate: bool) -> TempFile:
     """Create the parent directories of `final`, then its temp file (blocking)."""
     _make_dirs(final.parent)
-    return TempFile(final, size)
+    return TempFile(final, size, preallocate=preallocate)

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import os
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._crc import CRC_ALGORITHMS, CrcAlgorithm, crc_algorithm
 from .errors import IntegrityError
@@ -189,21 +190,59 @@ class RangeDigest:
 class FileDigest:
     """The digests of a whole file, from its ranges.
 
-    CRCs arrive through `ranges` (inline). Digests that need order and cost CPU
-    (segment MD5s for multipart ETags, whole-file MD5/SHA-256) are computed by
-    `hash_written_range`, called in range order from a thread once each range is
-    on disk, so that they use the second core while the download goes on.
+    CRCs arrive through `update` (inline, on the event loop). Digests that need
+    order and cost CPU (segment MD5s for multipart ETags, whole-file MD5/SHA-256)
+    are computed inline too for one-range files up to `inline_limit` bytes, where a
+    thread hop would cost more than the hashing; otherwise by `hash_written_range`,
+    called in range order from a thread once each range is on disk, so that they
+    use the second core while the download goes on.
     """
 
-    def __init__(self, check: Check, ranges: Sequence[ByteRange]) -> None:
+    def __init__(
+        self, check: Check, ranges: Sequence[ByteRange], *, inline_limit: int = 0
+    ) -> None:
         self.check = check
         self.byte_ranges = list(ranges)
         self.ranges = [RangeDigest(check.crc, r) for r in ranges]
-        self.deferred = check.segment_md5 or bool(check.whole)
+        ordered = check.segment_md5 or bool(check.whole)
+        small = len(ranges) == 1 and ranges[0].length <= inline_limit
+        self.inline = ordered and small
+        self.deferred = ordered and not small
         self._whole = {
             name: hashlib.new(name, usedforsecurity=False) for name in check.whole
         }
+        # Per range: ends of the segments still open, relative to the range start.
+        self._ends = [
+            list(itertools.accumulate(r.segments or (r.length,)))[::-1] for r in ranges
+        ]
+        self._pos = [0] * len(ranges)
+        self._md5: list[Any] = [None] * len(ranges)
         self._md5s: list[list[bytes]] = [[] for _ in ranges]
+
+    def update(self, index: int, data: bytes) -> None:
+        """Feed the next `data` bytes of range `index`, as they are written."""
+        self.ranges[index].update(data)
+        if self.inline:
+            self._feed(index, memoryview(data))
+
+    def _feed(self, index: int, block: memoryview) -> None:
+        """Feed the ordered digests; ranges must come in order, bytes in order."""
+        for h in self._whole.values():
+            h.update(block)
+        if not self.check.segment_md5:
+            return
+        ends = self._ends[index]
+        while block and ends:
+            if self._md5[index] is None:
+                self._md5[index] = hashlib.md5(usedforsecurity=False)
+            room = ends[-1] - self._pos[index]
+            piece, block = block[:room], block[room:]
+            self._md5[index].update(piece)
+            self._pos[index] += len(piece)
+            if self._pos[index] == ends[-1]:
+                self._md5s[index].append(self._md5[index].digest())
+                self._md5[index] = None
+                ends.pop()
 
     def hash_written_range(self, fd: int, index: int, block_size: int) -> None:
         """Read range `index` back from `fd` and feed the ordered digests.
@@ -212,26 +251,15 @@ class FileDigest:
         through one `block_size` buffer, the only memory this holds.
         """
         byte_range = self.byte_ranges[index]
-        segments = byte_range.segments or (byte_range.length,)
         view = memoryview(bytearray(max(1, min(block_size, byte_range.length))))
-        offset = byte_range.start
-        for length in segments:
-            md5 = hashlib.md5(usedforsecurity=False) if self.check.segment_md5 else None
-            left = length
-            while left:
-                n = os.preadv(fd, [view[: min(left, len(view))]], offset)
-                if n <= 0:
-                    msg = f"file shorter than expected at byte {offset}"
-                    raise IntegrityError(msg)
-                block = view[:n]
-                if md5 is not None:
-                    md5.update(block)
-                for h in self._whole.values():
-                    h.update(block)
-                offset += n
-                left -= n
-            if md5 is not None:
-                self._md5s[index].append(md5.digest())
+        offset, end = byte_range.start, byte_range.end
+        while offset < end:
+            n = os.preadv(fd, [view[: min(end - offset, len(view))]], offset)
+            if n <= 0:
+                msg = f"file shorter than expected at byte {offset}"
+                raise IntegrityError(msg)
+            self._feed(index, view[:n])
+            offset += n
 
     def verify(self, *, size: int, written: int) -> None:
         """Compare what was computed with what the store said.

@@ -46,14 +46,16 @@ class TempFile:
 
     Args:
         final: the destination path; its parent directory must exist.
-        size: the expected size, preallocated up front so that a full disk fails
-            before any byte is fetched.
+        size: the expected size.
+        preallocate: reserve `size` bytes up front (fallocate), so that a full disk
+            fails before any byte is fetched and writes from many ranges do not
+            fragment the file. Not worth its syscall for small files.
 
     Raises:
         LocalIOError: the temp file cannot be created or preallocated.
     """
 
-    def __init__(self, final: Path, size: int) -> None:
+    def __init__(self, final: Path, size: int, *, preallocate: bool = True) -> None:
         self.final = final
         self.size = size
         name = f".{final.name[:200]}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
@@ -63,7 +65,7 @@ class TempFile:
             self._fd = os.open(
                 self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
             )
-            if size:
+            if size and preallocate:
                 self._preallocate(size)
         except OSError as exc:
             self.discard()

@@ -178,6 +178,22 @@ class TestFileDigest:
         with pytest.raises(IntegrityError, match="size mismatch"):
             digest.verify(size=3, written=2)
 
+    @pytest.mark.parametrize(
+        ("upload_part", "label"), [(None, "md5-etag"), (3000, "multipart-etag")]
+    )
+    def test_inline_ordered_digests(self, upload_part, label) -> None:
+        """A small one-range file gets its MD5s inline, without reading it back."""
+        data = os.urandom(10_000)
+        info = MemoryBackend().put("b", "k", data, part_size=upload_part)
+        check = choose_check(info, VerifyMode.AUTO)
+        parts = [3000, 3000, 3000, 1000] if upload_part else None
+        ranges = plan_ranges(len(data), 1 << 20, parts)
+        digest = FileDigest(check, ranges, inline_limit=1 << 20)
+        assert (digest.inline, digest.deferred, check.label) == (True, False, label)
+        for i in range(0, len(data), 777):
+            digest.update(0, data[i : i + 777])
+        digest.verify(size=len(data), written=len(data))
+
     def test_md5_and_sha256_across_ranges(self, tmp_path) -> None:
         """The MD5 ETag and SHA-256 are checked in order across many ranges."""
         data = os.urandom(50_000)
