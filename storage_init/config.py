@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 __all__ = [
+    "ProxyConfig",
     "RetryConfig",
     "S3Options",
     "StorageConfig",
@@ -202,12 +203,45 @@ class S3Options:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyConfig:
+    """HTTP proxies for the requests storage-init sends itself.
+
+    Attributes:
+        http: proxy for http:// URLs (HTTP_PROXY / http_proxy).
+        https: proxy for https:// URLs (HTTPS_PROXY / https_proxy).
+        no_proxy: hosts or domain suffixes that bypass the proxy (NO_PROXY); ``*``
+            bypasses it for every host.
+    """
+
+    http: str | None = field(default=None, repr=False)
+    https: str | None = field(default=None, repr=False)
+    no_proxy: tuple[str, ...] = ()
+
+    def for_url(self, url: str) -> str | None:
+        """Return the proxy to use for `url`, or None to connect directly."""
+        scheme, _, rest = url.partition("://")
+        proxy = self.https if scheme == "https" else self.http
+        if proxy is None:
+            return None
+        host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+        host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        host = host.strip("[]").lower()
+        for entry in self.no_proxy:
+            entry = entry.lower().lstrip(".")
+            if entry == "*" or host == entry or host.endswith("." + entry):
+                return None
+        return proxy
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StorageConfig:
     """Everything a download needs besides its source and destination.
 
     Attributes:
         transfer: engine knobs.
         s3: options of the S3 backend.
+        proxy: proxies for the requests storage-init sends itself (the SDKs read
+            the same variables themselves).
         allow_patterns: fnmatch patterns on relative paths; when not empty, only
             matching files are downloaded. Env STORAGE_ALLOW_PATTERNS.
         ignore_patterns: fnmatch patterns of files to skip, applied after the allow
@@ -216,6 +250,7 @@ class StorageConfig:
 
     transfer: TransferConfig = field(default_factory=TransferConfig)
     s3: S3Options = field(default_factory=S3Options)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
     allow_patterns: tuple[str, ...] = ()
     ignore_patterns: tuple[str, ...] = ()
 
@@ -390,9 +425,21 @@ def from_env(environ: Mapping[str, str]) -> StorageConfig:
         ConfigError: a variable holds an invalid value.
     """
     spec = _storage_spec(environ)
+
+    def env(name: str) -> str | None:
+        return environ.get(name) or environ.get(name.lower()) or None
+
+    proxy = ProxyConfig(
+        http=env("HTTP_PROXY"),
+        https=env("HTTPS_PROXY"),
+        no_proxy=tuple(
+            h.strip() for h in (env("NO_PROXY") or "").split(",") if h.strip()
+        ),
+    )
     return StorageConfig(
         transfer=_transfer(environ),
         s3=_s3_options(environ, spec),
+        proxy=proxy,
         allow_patterns=_patterns(environ, "STORAGE_ALLOW_PATTERNS"),
         ignore_patterns=_patterns(environ, "STORAGE_IGNORE_PATTERNS"),
     )

@@ -38,6 +38,7 @@ from botocore.exceptions import (
 )
 
 from .._redact import redact_text
+from ..config import ProxyConfig
 from ..errors import (
     AccessDeniedError,
     ConfigError,
@@ -138,8 +139,15 @@ class S3Backend:
             `max_concurrency`.
     """
 
-    def __init__(self, options: S3Options, *, max_connections: int = 16) -> None:
+    def __init__(
+        self,
+        options: S3Options,
+        *,
+        max_connections: int = 16,
+        proxy: ProxyConfig | None = None,
+    ) -> None:
         self._options = options
+        self._proxy = proxy or ProxyConfig()
         self._max_connections = max_connections
         self._stack = AsyncExitStack()
         self._client: S3Client | None = None
@@ -150,7 +158,11 @@ class S3Backend:
     @classmethod
     def from_config(cls, config: StorageConfig) -> Self:
         """Build the backend from ``config.s3``."""
-        return cls(config.s3, max_connections=config.transfer.max_concurrency + 4)
+        return cls(
+            config.s3,
+            max_connections=config.transfer.max_concurrency + 4,
+            proxy=config.proxy,
+        )
 
     def _verify(self) -> bool | str:
         """TLS verification: False, True, or a CA bundle path."""
@@ -202,14 +214,14 @@ class S3Backend:
         if isinstance(verify, str):
             tls = ssl.create_default_context(cafile=verify)
         opts = self._options
+        # trust_env stays off: it would look up proxies and .netrc in a thread on
+        # every request. Proxies come from ProxyConfig, read once by from_env.
         return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self._max_connections, ssl=tls),
             timeout=aiohttp.ClientTimeout(
                 sock_connect=opts.connect_timeout, sock_read=opts.read_timeout
             ),
             auto_decompress=False,
-            # Proxies from HTTP(S)_PROXY/NO_PROXY, as botocore does for the rest.
-            trust_env=True,
         )
 
     async def _get_client(self) -> S3Client:
@@ -344,7 +356,9 @@ class S3Backend:
             url = await client.generate_presigned_url(
                 "get_object", Params=params, ExpiresIn=_PRESIGN_SECONDS
             )
-            response = await self._http.get(url, headers=headers)
+            response = await self._http.get(
+                url, headers=headers, proxy=self._proxy.for_url(url)
+            )
         try:
             if response.status >= 300:
                 with map_errors(_ERRORS, uri=uri):

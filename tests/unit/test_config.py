@@ -70,6 +70,34 @@ class TestTransferConfig:
             TransferConfig().with_memory_budget(MiB - 1)
 
 
+class TestProxyConfig:
+    @pytest.mark.parametrize(
+        ("url", "expected"),
+        [
+            ("https://s3.amazonaws.com/b/k", "http://p:3128"),
+            ("http://minio.local:9000/b", "http://hp:8080"),
+            ("https://bucket.internal.example/k", None),
+            ("https://internal.example/k", None),
+            ("http://127.0.0.1:9000/b", None),
+        ],
+    )
+    def test_for_url(self, url: str, expected: str | None) -> None:
+        """NO_PROXY hosts and domain suffixes bypass the scheme's proxy."""
+        cfg = from_env(
+            {
+                "HTTPS_PROXY": "http://p:3128",
+                "http_proxy": "http://hp:8080",
+                "NO_PROXY": ".internal.example, 127.0.0.1",
+            }
+        ).proxy
+        assert cfg.for_url(url) == expected
+
+    def test_proxy_credentials_not_in_repr(self) -> None:
+        """A proxy URL with credentials never shows in the repr."""
+        cfg = from_env({"HTTPS_PROXY": "http://user:pw@p:3128"})
+        assert "pw" not in repr(cfg)
+
+
 class TestFromEnv:
     def test_defaults(self) -> None:
         """An empty environment gives the defaults."""

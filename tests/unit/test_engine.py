@@ -273,6 +273,9 @@ class TestTransfer:
             await download("memory://b/m", tmp_path, backends={"memory": store})
 
         asyncio.run(caller())
+        # Worker threads are told to stop when the loop closes; they end promptly.
+        for thread in set(threading.enumerate()) - before:
+            thread.join(timeout=5)
         assert set(threading.enumerate()) <= before
 
     async def test_many_pairs_and_progress(self, tmp_path: Path) -> None:
