@@ -284,13 +284,19 @@ class Engine:
             )
             self._dirs.add(final.parent)
         self._open.add(job)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._hash_written, job)
+        if small:
+            # One range: fetch, then hash what needs order (if not done inline);
+            # no task group, no hashing task to coordinate.
             if info.size:
-                for index in range(len(ranges)):
-                    tg.start_soon(self._fetch_range, job, index)
+                await self._fetch_range(job, 0)
             else:
                 job.landed[0].set()
+            await self._hash_written(job)
+        else:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._hash_written, job)
+                for index in range(len(ranges)):
+                    tg.start_soon(self._fetch_range, job, index)
         digest = job.digest
         assert digest is not None
         try:
