@@ -38,7 +38,7 @@ from botocore.exceptions import (
 )
 
 from .._redact import redact_text
-from ..config import ProxyConfig
+from ..config import READ_BUFFER, ProxyConfig
 from ..errors import (
     AccessDeniedError,
     ConfigError,
@@ -222,6 +222,7 @@ class S3Backend:
                 sock_connect=opts.connect_timeout, sock_read=opts.read_timeout
             ),
             auto_decompress=False,
+            read_bufsize=READ_BUFFER,
         )
 
     async def _get_client(self) -> S3Client:

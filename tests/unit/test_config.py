@@ -41,7 +41,7 @@ class TestTransferConfig:
     def test_memory_bound_formula(self) -> None:
         """The stated bound is (requests + hashers) chunks + socket buffers."""
         cfg = TransferConfig(max_concurrency=4, io_concurrency=2, chunk_size=MiB)
-        assert cfg.memory_bound == 6 * MiB + 4 * 256 * 1024
+        assert cfg.memory_bound == 6 * MiB + 4 * (2 * MiB + 256 * 1024)
 
     @pytest.mark.parametrize(
         "kwargs",
@@ -59,7 +59,7 @@ class TestTransferConfig:
         with pytest.raises(ConfigError):
             TransferConfig(**kwargs)  # type: ignore[arg-type]
 
-    @pytest.mark.parametrize("budget", [MiB, 2 * MiB, 3 * MiB, 20 * MiB, 512 * MiB])
+    @pytest.mark.parametrize("budget", [4 * MiB, 6 * MiB, 12 * MiB, 20 * MiB, 512 * MiB])
     def test_memory_budget(self, budget: int) -> None:
         """A memory budget yields a config whose bound fits in it."""
         assert TransferConfig().with_memory_budget(budget).memory_bound <= budget
@@ -67,7 +67,7 @@ class TestTransferConfig:
     def test_budget_too_small(self) -> None:
         """A budget below one request's needs is refused."""
         with pytest.raises(ConfigError):
-            TransferConfig().with_memory_budget(MiB - 1)
+            TransferConfig().with_memory_budget(4 * MiB - 1)
 
 
 class TestProxyConfig:
@@ -184,12 +184,12 @@ class TestFromEnv:
                 "STORAGE_INIT_PART_SIZE": "16MiB",
                 "STORAGE_INIT_CONCURRENCY": "3",
                 "STORAGE_INIT_VERIFY": "strict",
-                "STORAGE_INIT_MEMORY_BUDGET": "2MiB",
+                "STORAGE_INIT_MEMORY_BUDGET": "8MiB",
             }
         ).transfer
         assert cfg.part_size == 16 * MiB
         assert cfg.verify is VerifyMode.STRICT
-        assert cfg.memory_bound <= 2 * MiB
+        assert cfg.memory_bound <= 8 * MiB
 
     @pytest.mark.parametrize(
         "env",
