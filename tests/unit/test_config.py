@@ -59,7 +59,9 @@ class TestTransferConfig:
         with pytest.raises(ConfigError):
             TransferConfig(**kwargs)  # type: ignore[arg-type]
 
-    @pytest.mark.parametrize("budget", [4 * MiB, 6 * MiB, 12 * MiB, 20 * MiB, 512 * MiB])
+    @pytest.mark.parametrize(
+        "budget", [4 * MiB, 6 * MiB, 12 * MiB, 20 * MiB, 512 * MiB]
+    )
     def test_memory_budget(self, budget: int) -> None:
         """A memory budget yields a config whose bound fits in it."""
         assert TransferConfig().with_memory_budget(budget).memory_bound <= budget

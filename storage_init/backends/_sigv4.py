@@ -1,0 +1,117 @@
+"""AWS Signature Version 4 for the S3 GETs that storage-init sends itself.
+
+botocore's presigner takes about 0.14 ms of CPU per request (endpoint rules, event
+hooks, URL parsing); for a model of 1000 small files that was a fifth of the run.
+A GET needs far less: this signs ``host``, ``x-amz-content-sha256``
+(``UNSIGNED-PAYLOAD``, as S3 allows), ``x-amz-date`` and the optional session
+token and checksum-mode headers, with the derived key cached per day. Endpoint
+resolution (the bucket's base URL and signing region) still comes from botocore,
+once per bucket. A unit test checks it against botocore's own signer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+__all__ = ["Credentials", "object_url", "sign_get"]
+
+_UNSIGNED = "UNSIGNED-PAYLOAD"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """One frozen set of AWS keys (never logged: repr hides them)."""
+
+    access_key: str
+    secret_key: str
+    token: str | None = None
+
+    def __repr__(self) -> str:
+        return "Credentials(<hidden>)"
+
+
+def object_url(base: str, key: str) -> str:
+    """Return the URL of `key` under a bucket's `base` URL, encoded as S3 expects.
+
+    `base` ends with ``/``: ``https://bucket.s3.us-east-1.amazonaws.com/`` or
+    ``http://127.0.0.1:9000/bucket/``.
+    """
+    return base + quote(key, safe="/~")
+
+
+_key_cache: dict[tuple[str, str, str], bytes] = {}
+
+
+def _signing_key(secret: str, date: str, region: str) -> bytes:
+    cached = _key_cache.get((secret, date, region))
+    if cached is None:
+        key = hmac.digest(("AWS4" + secret).encode(), date.encode(), "sha256")
+        for part in (region, "s3", "aws4_request"):
+            key = hmac.digest(key, part.encode(), "sha256")
+        _key_cache.clear()  # one day and one region at a time is all we need
+        _key_cache[(secret, date, region)] = cached = key
+    return cached
+
+
+def sign_get(
+    url: str,
+    region: str,
+    credentials: Credentials,
+    extra: dict[str, str] | None = None,
+    *,
+    now: float | None = None,
+) -> dict[str, str]:
+    """Return the headers that authenticate a GET of `url` (no query string).
+
+    Args:
+        url: the object URL, already encoded (see `object_url`).
+        region: the signing region.
+        credentials: the keys to sign with.
+        extra: ``x-amz-*`` headers to send and sign (``x-amz-checksum-mode``).
+        now: seconds since the epoch, for tests.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port and parts.port != _DEFAULT_PORTS.get(parts.scheme):
+        host = f"{host}:{parts.port}"
+    if ":" in (parts.hostname or "") and not host.startswith("["):
+        host = f"[{host}]"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    date = stamp[:8]
+    headers = {"x-amz-content-sha256": _UNSIGNED, "x-amz-date": stamp}
+    if credentials.token:
+        headers["x-amz-security-token"] = credentials.token
+    headers.update(extra or {})
+    signed = {"host": host, **{k.lower(): v.strip() for k, v in headers.items()}}
+    names = sorted(signed)
+    canonical = "\n".join(
+        [
+            "GET",
+            parts.path or "/",
+            "",
+            "".join(f"{n}:{signed[n]}\n" for n in names),
+            ";".join(names),
+            _UNSIGNED,
+        ]
+    )
+    scope = f"{date}/{region}/s3/aws4_request"
+    to_sign = "\n".join(
+        [
+            "AWS4-HMAC-SHA256",
+            stamp,
+            scope,
+            hashlib.sha256(canonical.encode()).hexdigest(),
+        ]
+    )
+    key = _signing_key(credentials.secret_key, date, region)
+    signature = hmac.new(key, to_sign.encode(), "sha256").hexdigest()
+    headers["Authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
+        f"SignedHeaders={';'.join(names)}, Signature={signature}"
+    )
+    return headers
