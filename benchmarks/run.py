@@ -2,12 +2,13 @@
 
     .venv/bin/python -m benchmarks.run [--runs 5] [--shard-mib 1024] [--quick]
 
-Starts SeaweedFS on 127.0.0.1, seeds an LLM-like model (two shards plus small
-files) twice - as s5cmd uploads it (MD5 ETags) and as current AWS SDKs upload it
-(full-object CRC64NVME) - then runs every tool on every seed in alternating order,
-checks each output is byte-identical to the source, and writes
-``benchmarks/results/latest.{json,md}``. Wall time is process start to exit; CPU is
-user+system of the tool's whole process tree; RSS is the peak of that tree.
+Starts SeaweedFS on 127.0.0.1 and seeds two workloads - an LLM-like model (two
+shards plus small files) and 1000 files of 100 KiB - each twice: as s5cmd uploads
+them (MD5 ETags) and as current AWS SDKs upload them (full-object CRC64NVME). Then
+it runs every tool on every seeded workload in alternating order, flushing dirty
+pages before each run, checks each output is byte-identical to the source, and
+writes ``benchmarks/results/latest.{json,md}``. Wall time is process start to exit;
+CPU is user+system of the tool's whole process tree; RSS is the peak of that tree.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks.measure import Measured, run_measured
-from benchmarks.seed import make_model, seed_s5cmd, seed_sdk
+from benchmarks.seed import make_model, make_small_files, seed_s5cmd, seed_sdk
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -191,19 +192,28 @@ def main() -> int:
     model = make_model(
         WORK / f"model-{args.shard_mib}", shard_bytes=args.shard_mib << 20, shards=2
     )
+    small = make_small_files(WORK / "small-1000", count=1000, size=100 * 1024)
+    workloads = {f"model 2x{args.shard_mib}MiB": model, "1000 x 100KiB": small}
     env = _start_server()
     try:
-        seeds = {
-            "s5cmd-upload (MD5 ETags)": seed_s5cmd,
-            "sdk-upload (CRC64NVME)": seed_sdk,
-        }
-        urls = {}
-        for i, (name, seed) in enumerate(seeds.items()):
-            url = f"s3://{env['S3_BUCKET']}/bench-{args.shard_mib}-{i}/model"
-            started = time.perf_counter()
-            seed(model, url, env)
-            print(f"seeded {name} in {time.perf_counter() - started:.1f} s", flush=True)
-            urls[name] = url
+        seeds = {"s5cmd-upload (MD5)": seed_s5cmd, "sdk-upload (CRC64NVME)": seed_sdk}
+        urls: dict[str, str] = {}
+        sources: dict[str, Path] = {}
+        for w, (workload, local) in enumerate(workloads.items()):
+            for i, (name, seed) in enumerate(seeds.items()):
+                label = f"{workload}, {name}"
+                url = f"s3://{env['S3_BUCKET']}/bench-{args.shard_mib}-{w}-{i}/data"
+                started = time.perf_counter()
+                seed(local, url, env)
+                elapsed = time.perf_counter() - started
+                print(f"seeded {label} in {elapsed:.1f} s", flush=True)
+                urls[label] = url
+                sources[label] = local
+        # SeaweedFS keeps growing its heap while it ingests (about 1 GB per 2 GiB
+        # uploaded) and serves more slowly afterwards; restart it on the same data
+        # so that every tool meets a server in its steady state.
+        _stop_server()
+        env = _start_server()
         runs: list[Run] = []
         for rnd in range(args.runs):
             order = list(TOOLS) if rnd % 2 == 0 else list(reversed(TOOLS))
@@ -212,6 +222,8 @@ def main() -> int:
                     dest = WORK / "out"
                     shutil.rmtree(dest, ignore_errors=True)
                     dest.mkdir()
+                    # Start every run with no dirty pages left from the last one.
+                    os.sync()
                     m: Measured = run_measured(TOOLS[tool](url, dest, env), env=env)
                     run = Run(
                         tool,
@@ -222,12 +234,12 @@ def main() -> int:
                         m.user,
                         m.system,
                         m.max_rss / 1024**2,
-                        _identical(model, dest),
+                        _identical(sources[seed_name], dest),
                         m.code,
                     )
                     runs.append(run)
                     print(
-                        f"{rnd} {seed_name:<26} {tool:<13} wall {m.wall:6.2f} s  "
+                        f"{rnd} {seed_name:<44} {tool:<13} wall {m.wall:6.2f} s  "
                         f"cpu {m.cpu:5.2f} s  rss {run.max_rss_mib:6.1f} MiB  "
                         f"ok={run.identical and m.code == 0}",
                         flush=True,
@@ -252,8 +264,8 @@ def main() -> int:
         + "\n"
     )
     header = (
-        f"Model: 2 x {args.shard_mib} MiB shards + 6 small files; "
-        f"{args.runs} alternating runs; median (min-max).\n"
+        f"Workloads: a model of 2 x {args.shard_mib} MiB shards + 6 small files, and "
+        f"1000 files of 100 KiB; {args.runs} alternating runs; median (min-max).\n"
         f"Machine: {machine['cores']} cores, {machine['memory_gib']} GiB, "
         f"{machine['cpu']}, Python {machine['python']}, {machine['s5cmd']}; "
         f"{machine['server']}.\n\n"
