@@ -118,6 +118,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--report", type=Path, help="write a JSON report to PATH")
     parser.add_argument(
+        "--force",
+        action="store_true",
+        help="download every file, even those the manifest shows are in place "
+        "(STORAGE_INIT_FORCE=1)",
+    )
+    parser.add_argument(
         "--log-format", choices=("text", "json"), default=None, help="log line format"
     )
     parser.add_argument("--quiet", action="store_true", help="only log errors")
@@ -147,6 +153,8 @@ def _config(args: argparse.Namespace, environ: dict[str, str]) -> StorageConfig:
         transfer = replace(transfer, part_size=parse_size(args.part_size))
     if args.verify is not None:
         transfer = replace(transfer, verify=parse_verify(args.verify))
+    if args.force:
+        transfer = replace(transfer, skip_unchanged=False)
     if args.memory_budget is not None:
         transfer = transfer.with_memory_budget(parse_size(args.memory_budget))
     return replace(config, transfer=transfer)

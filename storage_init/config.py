@@ -102,6 +102,9 @@ class TransferConfig:
         io_concurrency: threads for MD5/SHA-256 hashing and file creation.
         stall_timeout: seconds without a byte after which a request is abandoned
             and retried. Env STORAGE_INIT_STALL_TIMEOUT.
+        skip_unchanged: skip files that the destination's manifest shows are
+            already there, unchanged, from the same object version (see
+            `storage_init.manifest`). Off with STORAGE_INIT_FORCE=1 or ``--force``.
         verify: how to check files. Env STORAGE_INIT_VERIFY.
         retry: the retry policy for ranges.
     """
@@ -111,6 +114,7 @@ class TransferConfig:
     max_concurrency: int = 8
     io_concurrency: int = 2
     stall_timeout: float = 30.0
+    skip_unchanged: bool = True
     verify: VerifyMode = VerifyMode.AUTO
     retry: RetryConfig = field(default_factory=RetryConfig)
 
@@ -398,6 +402,8 @@ def _transfer(environ: Mapping[str, str]) -> TransferConfig:
         changes["stall_timeout"] = _float(environ, "STORAGE_INIT_STALL_TIMEOUT", 0)
     if raw := environ.get("STORAGE_INIT_VERIFY"):
         changes["verify"] = parse_verify(raw)
+    if _truthy(environ.get("STORAGE_INIT_FORCE")):
+        changes["skip_unchanged"] = False
     cfg = replace(cfg, **changes)
     if raw := environ.get("STORAGE_INIT_MEMORY_BUDGET"):
         cfg = cfg.with_memory_budget(parse_size(raw))

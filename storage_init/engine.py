@@ -26,8 +26,10 @@ Shape of one run, for any number of source/destination pairs::
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
@@ -41,19 +43,20 @@ from .errors import (
     ObjectNotFoundError,
     TransferError,
 )
+from .manifest import MANIFEST_NAME, Manifest
 from .models import (
     DownloadReport,
     FileReport,
     ObjectInfo,
     ProgressCallback,
     TransferStats,
+    VerifyMode,
 )
 from .verify import Check, FileDigest, choose_check
-from .writer import TempFile, local_error
+from .writer import PARTIAL_SUFFIX, TempFile, local_error
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
-    from pathlib import Path
 
     from .backends._base import Backend, RangeBody
     from .config import StorageConfig
@@ -183,17 +186,28 @@ class Engine:
     ) -> None:
         started = time.monotonic()
         files: list[FileReport] = []
-        async with anyio.create_task_group() as tg:
-            async for rel, info in self._resolve(pair):
-                if not is_selected(
-                    rel, self._config.allow_patterns, self._config.ignore_patterns
-                ):
-                    continue
-                self._files_total += 1
-                self._bytes_total += info.size
-                # Bound open files (and tasks) while the listing streams on.
-                await self._files.acquire()
-                tg.start_soon(self._run_file, pair, rel, info, files)
+        manifest = Manifest(pair.dest, pair.uri.display)
+        await anyio.to_thread.run_sync(_prepare_dest, pair.dest, manifest)
+        try:
+            async with anyio.create_task_group() as tg:
+                async for rel, info in self._resolve(pair):
+                    if rel == MANIFEST_NAME or not is_selected(
+                        rel, self._config.allow_patterns, self._config.ignore_patterns
+                    ):
+                        continue
+                    self._files_total += 1
+                    self._bytes_total += info.size
+                    skipped = self._skip_unchanged(pair, rel, info, manifest)
+                    if skipped is not None:
+                        files.append(skipped)
+                        continue
+                    # Bound open files (and tasks) while the listing streams on.
+                    await self._files.acquire()
+                    tg.start_soon(self._run_file, pair, rel, info, files, manifest)
+        except BaseException:
+            manifest.close()
+            raise
+        await anyio.to_thread.run_sync(manifest.compact)
         files.sort(key=lambda f: f.path)
         reports[index] = DownloadReport(
             source=pair.uri.display,
@@ -228,16 +242,44 @@ class Engine:
             msg = "no object or prefix with this name"
             raise ObjectNotFoundError(msg, uri=uri.raw)
 
+    def _skip_unchanged(
+        self, pair: Pair, rel: str, info: ObjectInfo, manifest: Manifest
+    ) -> FileReport | None:
+        """Return a report for `rel` if the manifest shows it is already in place."""
+        if not self._cfg.skip_unchanged or rel.endswith("/"):
+            return None
+        path = safe_relative(rel, uri=pair.uri.child(info.key))
+        strict = self._cfg.verify is VerifyMode.STRICT
+        entry = manifest.unchanged(str(path), info, pair.dest / path, strict=strict)
+        if entry is None:
+            return None
+        self._files_done += 1
+        self._bytes_done += info.size
+        self._notify()
+        return FileReport(
+            path=entry.path,
+            size=entry.size,
+            seconds=0.0,
+            verification=f"unchanged ({entry.verification})",
+            verified=entry.verified,
+        )
+
     # -- one file ---------------------------------------------------------------
 
     async def _run_file(
-        self, pair: Pair, rel: str, info: ObjectInfo, files: list[FileReport]
+        self,
+        pair: Pair,
+        rel: str,
+        info: ObjectInfo,
+        files: list[FileReport],
+        manifest: Manifest,
     ) -> None:
         try:
             report = await self._download_file(pair, rel, info)
         finally:
             self._files.release()
         if report is not None:
+            manifest.record(report, info, pair.dest / report.path)
             files.append(report)
             self._files_done += 1
             self._notify()
@@ -432,6 +474,15 @@ class Engine:
             buffers, pending = [], 0
             if not data:
                 return
+
+
+def _prepare_dest(dest: Path, manifest: Manifest) -> None:
+    """Load the manifest and delete temp files that a killed run left behind."""
+    manifest.load()
+    for root, _, names in os.walk(dest):
+        for name in names:
+            if name.startswith(".") and name.endswith(PARTIAL_SUFFIX):
+                Path(root, name).unlink(missing_ok=True)
 
 
 def _make_dirs(path: Path) -> None:

@@ -20,6 +20,7 @@ from storage_init import (
     download,
 )
 from storage_init.backends.s3 import S3Backend
+from storage_init.manifest import MANIFEST_NAME
 from storage_init.models import MiB, TransferStats
 from tests.backends.conformance import BackendConformance
 from tests.conftest import S3Server
@@ -76,7 +77,7 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != MANIFEST_NAME
     }
 
 

@@ -101,6 +101,23 @@ class TestCLI:
         }
         assert methods == {"a.json": "md5-etag", "w.bin": "crc32c", "x": "md5-etag"}
 
+    def test_rerun_skips_unchanged_files(self, s3_server, seeder, tmp_path):
+        """A second run finds every file unchanged and downloads nothing."""
+        seeder.put("rerun/m/a.bin", os.urandom(7 * MiB), checksum="crc64nvme")
+        seeder.put("rerun/m/b.json", b"{}")
+        src = f"s3://{s3_server.bucket}/rerun/m"
+        first = _run(
+            s3_server, src, str(tmp_path / "m"), "--report", str(tmp_path / "1")
+        )
+        assert first.returncode == 0, first.stderr
+        again = _run(
+            s3_server, src, str(tmp_path / "m"), "--report", str(tmp_path / "2")
+        )
+        assert again.returncode == 0, again.stderr
+        data = json.loads((tmp_path / "2").read_text())
+        methods = sorted(f["verification"] for f in data["pairs"][0]["files"])
+        assert methods == ["unchanged (crc64nvme)", "unchanged (md5-etag)"]
+
     def test_not_found_exit_3(self, s3_server, tmp_path):
         """A missing model exits 3 with one line naming it."""
         result = _run(s3_server, f"s3://{s3_server.bucket}/nope/model", str(tmp_path))

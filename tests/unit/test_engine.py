@@ -20,6 +20,7 @@ from storage_init import (
     download_many,
 )
 from storage_init.backends.memory import MemoryBackend
+from storage_init.manifest import MANIFEST_NAME
 from storage_init.models import MiB, TransferStats
 from tests.doubles import FlakyBackend, SlowBackend
 
@@ -36,7 +37,7 @@ def _files(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != MANIFEST_NAME
     }
 
 

@@ -1,0 +1,183 @@
+"""The manifest that makes a rerun close to free.
+
+Every file renamed into place is recorded, as one JSON line, in
+``DEST/.storage-init-manifest.jsonl``: path, size, ETag, how it was verified, and
+the local file's size and mtime when it was written. A rerun skips a listed object
+whose size and ETag match its entry while the local file still has the recorded
+size and mtime; anything else is downloaded again. The name starts with a dot, so
+model servers that list or glob the directory do not see it; Hugging Face, vLLM,
+TGI and Triton all ignore hidden files.
+
+Lines are appended as files complete, so a run killed half-way still lets the next
+one skip what was finished; a run that completes rewrites the manifest compactly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .models import FileReport, ObjectInfo
+
+__all__ = ["MANIFEST_NAME", "Entry", "Manifest"]
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = ".storage-init-manifest.jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What was written for one path, and from which object version."""
+
+    path: str
+    source: str
+    size: int
+    etag: str
+    verification: str
+    verified: bool
+    mtime_ns: int
+
+    def as_json(self) -> str:
+        """One manifest line, without the newline."""
+        return json.dumps(
+            {
+                "path": self.path,
+                "source": self.source,
+                "size": self.size,
+                "etag": self.etag,
+                "verification": self.verification,
+                "verified": self.verified,
+                "mtime_ns": self.mtime_ns,
+            },
+            ensure_ascii=False,
+        )
+
+
+def _parse(line: str) -> Entry | None:
+    try:
+        data: Any = json.loads(line)
+        return Entry(
+            path=str(data["path"]),
+            source=str(data["source"]),
+            size=int(data["size"]),
+            etag=str(data["etag"]),
+            verification=str(data["verification"]),
+            verified=bool(data["verified"]),
+            mtime_ns=int(data["mtime_ns"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class Manifest:
+    """The manifest of one destination directory, for one source.
+
+    Every method blocks on small local I/O; `load`, `record` and `compact` are
+    called once per run or per finished file.
+
+    Args:
+        dest: the destination directory.
+        source: the source URI (redacted), recorded with each entry.
+    """
+
+    def __init__(self, dest: Path, source: str) -> None:
+        self.path = dest / MANIFEST_NAME
+        self._source = source
+        self._entries: dict[str, Entry] = {}
+        self._others: list[Entry] = []
+        self._current: dict[str, Entry] = {}
+        self._out: TextIO | None = None
+
+    def load(self) -> None:
+        """Read earlier entries; a missing or corrupt manifest counts as empty."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (FileNotFoundError, UnicodeDecodeError):
+            return
+        except OSError as exc:
+            log.warning("ignoring unreadable manifest %s: %s", self.path, exc.strerror)
+            return
+        for line in text.splitlines():
+            entry = _parse(line)
+            if entry is None:
+                continue
+            if entry.source == self._source:
+                self._entries[entry.path] = entry
+            else:
+                self._others.append(entry)
+
+    def unchanged(
+        self, rel: str, info: ObjectInfo, local: Path, *, strict: bool
+    ) -> Entry | None:
+        """Return the entry of `rel` if the local file is still that object's bytes.
+
+        Args:
+            rel: the path relative to the destination.
+            info: what the store lists for the object now.
+            local: the local path of `rel`.
+            strict: only trust entries whose checksum was verified.
+        """
+        entry = self._entries.get(rel)
+        if entry is None or not info.etag or entry.etag != info.etag:
+            return None
+        if entry.size != info.size or (strict and not entry.verified):
+            return None
+        try:
+            stat = local.stat()
+        except OSError:
+            return None
+        if stat.st_size != entry.size or stat.st_mtime_ns != entry.mtime_ns:
+            return None
+        self._current[rel] = entry
+        return entry
+
+    def record(self, report: FileReport, info: ObjectInfo, local: Path) -> None:
+        """Append the entry of a file just renamed into place."""
+        if not info.etag:
+            return
+        try:
+            mtime_ns = local.stat().st_mtime_ns
+            entry = Entry(
+                path=report.path,
+                source=self._source,
+                size=report.size,
+                etag=info.etag,
+                verification=report.verification,
+                verified=report.verified,
+                mtime_ns=mtime_ns,
+            )
+            if self._out is None:
+                self._out = self.path.open("a", encoding="utf-8")
+            self._out.write(entry.as_json() + "\n")
+            self._out.flush()
+        except OSError as exc:
+            # The manifest only saves work on reruns; never fail a download for it.
+            log.warning("cannot update the manifest %s: %s", self.path, exc.strerror)
+            return
+        self._current[report.path] = entry
+
+    def close(self) -> None:
+        """Stop appending (after a failure, the appended lines stay)."""
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+    def compact(self) -> None:
+        """Rewrite the manifest with this run's files (and other sources' entries)."""
+        self.close()
+        entries = [*self._others, *self._current.values()]
+        temp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            temp.write_text(
+                "".join(e.as_json() + "\n" for e in entries), encoding="utf-8"
+            )
+            temp.replace(self.path)
+        except OSError as exc:
+            log.warning("cannot rewrite the manifest %s: %s", self.path, exc.strerror)
+            temp.unlink(missing_ok=True)

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from storage_init import (
+    IntegrityError,
+    StorageConfig,
+    TransferConfig,
+    VerifyMode,
+    download,
+)
+from storage_init.backends.memory import MemoryBackend
+from storage_init.manifest import MANIFEST_NAME
+from storage_init.models import MiB
+
+
+def _store() -> MemoryBackend:
+    store = MemoryBackend()
+    store.put("b", "m/config.json", b"{}")
+    store.put("b", "m/w/shard.bin", os.urandom(6 * MiB), checksum="crc64nvme")
+    store.put("b", "m/tok.json", b"tok")
+    return store
+
+
+async def _get(store: MemoryBackend, dest: Path, **transfer: object):
+    config = StorageConfig(
+        transfer=TransferConfig(part_size=5 * MiB, **transfer)  # type: ignore[arg-type]
+    )
+    return await download(
+        "memory://b/m", dest, config=config, backends={"memory": store}
+    )
+
+
+def _methods(report) -> dict[str, str]:
+    return {f.path: f.verification for f in report.files}
+
+
+class TestRerun:
+    async def test_rerun_skips_everything(self, tmp_path: Path) -> None:
+        """A rerun downloads nothing: every file is reported unchanged."""
+        store = _store()
+        first = await _get(store, tmp_path)
+        requests = store.requests
+        second = await _get(store, tmp_path)
+        assert _methods(second) == {
+            path: f"unchanged ({method})" for path, method in _methods(first).items()
+        }
+        assert store.requests - requests == 2  # the stat and the listing only
+        assert (tmp_path / MANIFEST_NAME).exists()
+
+    async def test_changed_object_is_fetched_again(self, tmp_path: Path) -> None:
+        """A new version of an object (new ETag) is downloaded again."""
+        store = _store()
+        await _get(store, tmp_path)
+        store.put("b", "m/tok.json", b"new tokens")
+        report = await _get(store, tmp_path)
+        assert _methods(report)["tok.json"] == "md5-etag"
+        assert (tmp_path / "tok.json").read_bytes() == b"new tokens"
+
+    async def test_locally_modified_file_is_fetched_again(self, tmp_path: Path) -> None:
+        """A local file that changed since it was written is replaced."""
+        store = _store()
+        await _get(store, tmp_path)
+        (tmp_path / "config.json").write_bytes(b"{}")  # same size, new mtime
+        os.utime(tmp_path / "config.json", ns=(1, 1))
+        (tmp_path / "w" / "shard.bin").write_bytes(b"truncated")
+        report = await _get(store, tmp_path)
+        assert _methods(report)["config.json"] == "md5-etag"
+        assert _methods(report)["w/shard.bin"] == "crc64nvme"
+        assert _methods(report)["tok.json"].startswith("unchanged")
+
+    async def test_force(self, tmp_path: Path) -> None:
+        """With skip_unchanged off, everything is downloaded again."""
+        store = _store()
+        await _get(store, tmp_path)
+        report = await _get(store, tmp_path, skip_unchanged=False)
+        assert not any(m.startswith("unchanged") for m in _methods(report).values())
+
+    async def test_strict_does_not_trust_size_only(self, tmp_path: Path) -> None:
+        """Files written with only a size check are checked again under strict."""
+        store = MemoryBackend()
+        store.put("b", "m/x", b"data", checksum="crc32")
+        store.put_sha256("b", "m/x")
+        await _get(store, tmp_path, verify=VerifyMode.SIZE)
+        report = await _get(store, tmp_path, verify=VerifyMode.STRICT)
+        assert _methods(report) == {"x": "crc32+sha256"}
+
+    async def test_finished_files_survive_a_failed_run(self, tmp_path: Path) -> None:
+        """Files completed before a failure are skipped by the next run."""
+        store = _store()
+        store.corrupt("b", "m/w/shard.bin", 100)
+        with pytest.raises(IntegrityError):
+            await _get(store, tmp_path, max_concurrency=1)
+        store.put("b", "m/w/shard.bin", os.urandom(6 * MiB), checksum="crc64nvme")
+        report = await _get(store, tmp_path)
+        methods = _methods(report)
+        assert methods["w/shard.bin"] == "crc64nvme"
+        done_before = [p for p, m in methods.items() if m.startswith("unchanged")]
+        assert done_before  # at least one small file finished before the failure
+
+    async def test_leftover_partial_files_are_removed(self, tmp_path: Path) -> None:
+        """Temp files that a killed run left behind are deleted by the next."""
+        (tmp_path / "w").mkdir()
+        orphan = tmp_path / "w" / ".shard.bin.0badc0de.partial"
+        orphan.write_bytes(b"half")
+        await _get(_store(), tmp_path)
+        assert not orphan.exists()
+
+    async def test_corrupt_manifest_is_ignored(self, tmp_path: Path) -> None:
+        """Garbage in the manifest makes files download again, nothing worse."""
+        store = _store()
+        await _get(store, tmp_path)
+        (tmp_path / MANIFEST_NAME).write_text('{"path": 1}\nnot json\n\xff\n')
+        report = await _get(store, tmp_path)
+        assert not any(m.startswith("unchanged") for m in _methods(report).values())
