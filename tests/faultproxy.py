@@ -1,32 +1,66 @@
-"""A TCP proxy on 127.0.0.1 that injects faults into what a real server sends back.
+"""A TCP proxy on 127.0.0.1 that injects faults into a real server's traffic.
 
 It runs its own event loop in a daemon thread, so that both in-process async tests
-and CLI subprocesses can go through it. Faults apply to the server-to-client byte
-stream of each connection, counted from the connection's first byte.
+and CLI subprocesses can go through it. Offsets count the server-to-client bytes
+of each connection from its first byte (headers included); each fault strikes at
+most once per connection and at most `Faults.budget` times in all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import socket
+import struct
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+_RANGE = re.compile(rb"\r\n[Rr]ange: bytes=(\d+)-(\d*)")
+_SLOWDOWN_BODY = (
+    b"<?xml version='1.0'?><Error><Code>SlowDown</Code>"
+    b"<Message>Reduce your request rate.</Message></Error>"
+)
+_SLOWDOWN = (
+    b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
+    % (len(_SLOWDOWN_BODY), _SLOWDOWN_BODY)
+)
 
 
 @dataclass
 class Faults:
-    """What to do to each proxied connection.
+    """What to do to proxied connections.
 
     Attributes:
-        flip_at: flip the byte at this offset of the response stream (once per
-            connection), or None.
-        max_flips: stop flipping after this many connections.
+        flip_at: flip the byte at this offset of the response stream.
+        reset_at: abort the connection (TCP RST) after this many bytes.
+        truncate_at: close the connection cleanly (FIN) after this many bytes.
+        stall_at: stop forwarding after this many bytes, until the client gives up.
+        slowdown: answer this many requests with 503 SlowDown instead of forwarding.
+        refuse: refuse this many connections outright (as a closed port would).
+        budget: how many connections may be hit by flip/reset/truncate/stall.
+        injected: how many faults were injected (all kinds).
+        ranges: the (start, end) of every ranged request seen, in order.
     """
 
     flip_at: int | None = None
-    max_flips: int = 1_000_000
-    flips: int = 0
+    reset_at: int | None = None
+    truncate_at: int | None = None
+    stall_at: int | None = None
+    slowdown: int = 0
+    refuse: int = 0
+    budget: int = 1_000_000
+    injected: int = 0
+    ranges: list[tuple[int, int | None]] = field(default_factory=list)
+
+    def _take(self) -> bool:
+        if self.budget <= 0:
+            return False
+        self.budget -= 1
+        self.injected += 1
+        return True
 
 
 class FaultProxy:
@@ -55,27 +89,60 @@ class FaultProxy:
             task.cancel()
         self._loop.run_until_complete(asyncio.sleep(0))
 
-    async def _pipe(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, down: bool
+    async def _upload(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        seen = 0
-        flipped = False
         try:
             while data := await reader.read(65536):
-                flip_at = self.faults.flip_at
-                if (
-                    down
-                    and not flipped
-                    and flip_at is not None
-                    and seen <= flip_at < seen + len(data)
-                    and self.faults.flips < self.faults.max_flips
+                for start, end in _RANGE.findall(data):
+                    self.faults.ranges.append((int(start), int(end) if end else None))
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def _download(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        faults = self.faults
+        seen = 0
+        struck = False
+        try:
+            while data := await reader.read(65536):
+                end = seen + len(data)
+                for at, kind in (
+                    (faults.flip_at, "flip"),
+                    (faults.reset_at, "reset"),
+                    (faults.truncate_at, "truncate"),
+                    (faults.stall_at, "stall"),
                 ):
-                    buf = bytearray(data)
-                    buf[flip_at - seen] ^= 0xFF
-                    data = bytes(buf)
-                    flipped = True
-                    self.faults.flips += 1
-                seen += len(data)
+                    if struck or at is None or not seen <= at < end:
+                        continue
+                    if not faults._take():
+                        continue
+                    struck = True
+                    cut = at - seen
+                    if kind == "flip":
+                        buf = bytearray(data)
+                        buf[cut] ^= 0xFF
+                        data = bytes(buf)
+                        continue
+                    writer.write(data[:cut])
+                    await writer.drain()
+                    if kind == "reset":
+                        sock = writer.get_extra_info("socket")
+                        sock.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                        )
+                        writer.transport.abort()
+                    elif kind == "stall":
+                        await asyncio.sleep(3600)
+                    writer.close()
+                    return
+                seen = end
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -87,14 +154,28 @@ class FaultProxy:
     async def _handle(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        faults = self.faults
+        if faults.refuse > 0:
+            faults.refuse -= 1
+            faults.injected += 1
+            writer.transport.abort()
+            return
+        if faults.slowdown > 0:
+            faults.slowdown -= 1
+            faults.injected += 1
+            with contextlib.suppress(Exception):
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(_SLOWDOWN)
+                await writer.drain()
+            writer.close()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self._upstream)
         except OSError:
             writer.close()
             return
         await asyncio.gather(
-            self._pipe(reader, up_writer, down=False),
-            self._pipe(up_reader, writer, down=True),
+            self._upload(reader, up_writer), self._download(up_reader, writer)
         )
 
     def start(self) -> None:

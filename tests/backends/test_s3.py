@@ -177,7 +177,7 @@ class TestS3Download:
                 await download(
                     f"s3://{s3_server.bucket}/flip/{size}.bin", tmp_path, config=config
                 )
-        assert faults.flips >= 1
+        assert faults.injected >= 1
         assert os.listdir(tmp_path) == []
 
     async def test_cancellation_leaves_nothing(self, s3_server, seeder, tmp_path):
