@@ -36,6 +36,7 @@ import anyio
 
 from ._paths import is_selected, safe_relative
 from ._plan import ByteRange, plan_ranges
+from ._resume import JOURNAL_SUFFIX, RangeJournal, resume_token
 from ._retry import RetryBudget
 from .errors import (
     IntegrityError,
@@ -99,6 +100,12 @@ class _Job:
     offsets: list[int] = field(default_factory=list)
     #: Per range, set when all of its bytes are on disk.
     landed: list[anyio.Event] = field(default_factory=list)
+    #: Completed ranges, for a resume after a kill (large files only).
+    journal: RangeJournal | None = None
+    #: Bytes taken from an interrupted earlier run.
+    resumed: int = 0
+    #: Ranges on disk from an earlier run: hashed from the file, CRCs included.
+    reread: set[int] = field(default_factory=set)
 
     @property
     def uri(self) -> str:
@@ -175,10 +182,8 @@ class Engine:
             # Every hashing thread has returned by now (threads are waited for even
             # on cancellation): no temp file is in use. The discards are
             # synchronous, so cancellation cannot interrupt them.
-            for job in self._open:
-                if job.temp is not None:
-                    job.temp.discard()
-            self._open.clear()
+            for job in list(self._open):
+                self._abandon(job)
         return [r for r in reports if r is not None]
 
     async def _run_pair(
@@ -208,6 +213,7 @@ class Engine:
             manifest.close()
             raise
         await anyio.to_thread.run_sync(manifest.compact)
+        await anyio.to_thread.run_sync(_sweep_partials, pair.dest)
         files.sort(key=lambda f: f.path)
         reports[index] = DownloadReport(
             source=pair.uri.display,
@@ -285,9 +291,10 @@ class Engine:
             self._notify()
 
     async def _download_file(
-        self, pair: Pair, rel: str, info: ObjectInfo
+        self, pair: Pair, rel: str, info: ObjectInfo, *, resume: bool = True
     ) -> FileReport | None:
         started = time.monotonic()
+        listed = info
         uri = pair.uri.child(info.key)
         path = safe_relative(rel, uri=uri)
         final = pair.dest.joinpath(path)
@@ -321,11 +328,17 @@ class Engine:
             # dominated a model of 1000 small files.
             job.temp = TempFile(final, info.size, preallocate=False)
         else:
-            job.temp = await anyio.to_thread.run_sync(
-                _open_temp, final, info.size, not small
+            token = None
+            if not small and resume and info.etag:
+                token = resume_token(info.etag, info.size, ranges)
+            temp, job.journal = await anyio.to_thread.run_sync(
+                _open_temp, final, info.size, not small, token
             )
+            job.temp = temp
             self._dirs.add(final.parent)
         self._open.add(job)
+        if job.journal is not None:
+            self._adopt_journal(job)
         if small:
             # One range: fetch, then hash what needs order (if not done inline);
             # no task group, no hashing task to coordinate.
@@ -337,18 +350,29 @@ class Engine:
         else:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._hash_written, job)
-                for index in range(len(ranges)):
-                    tg.start_soon(self._fetch_range, job, index)
+                for index, landed in enumerate(job.landed):
+                    if not landed.is_set():  # else resumed from a killed run
+                        tg.start_soon(self._fetch_range, job, index)
         digest = job.digest
         assert digest is not None
         try:
             digest.verify(size=info.size, written=job.written)
         except IntegrityError as exc:
+            if job.resumed:
+                # The bytes kept from the killed run were not what they claimed
+                # (the machine crashed, say): start this file over, once.
+                log.warning("%s: resumed file failed verification; restarting", rel)
+                self._abandon(job)
+                return await self._download_file(pair, rel, listed, resume=False)
             raise IntegrityError(exc.reason, uri=uri) from None
+        temp = job.temp
+        assert temp is not None
         if small:
-            job.temp.commit()
+            temp.commit()
         else:
-            await anyio.to_thread.run_sync(job.temp.commit)
+            await anyio.to_thread.run_sync(temp.commit)
+        if job.journal is not None:
+            job.journal.remove()
         self._open.discard(job)
         log.debug("verified %s (%s)", rel, digest.check.label)
         return FileReport(
@@ -357,22 +381,61 @@ class Engine:
             seconds=time.monotonic() - started,
             verification=digest.check.label,
             verified=digest.check.verifies_content,
+            resumed=job.resumed,
         )
 
+    def _adopt_journal(self, job: _Job) -> None:
+        """Mark the ranges an interrupted run completed as on disk.
+
+        They are not fetched again, but `_hash_written` reads them back for every
+        check, so bytes damaged in between fail verification.
+        """
+        assert job.journal is not None
+        for index in sorted(job.journal.done):
+            if not 0 <= index < len(job.ranges):
+                continue
+            byte_range = job.ranges[index]
+            job.reread.add(index)
+            job.offsets[index] = byte_range.end
+            job.landed[index].set()
+            job.resumed += byte_range.length
+            self._bytes_done += byte_range.length
+        if job.resumed:
+            log.info("%s: resuming, %d bytes already on disk", job.rel, job.resumed)
+
+    def _abandon(self, job: _Job) -> None:
+        """Delete a job's temp file and journal (no thread may be writing it)."""
+        if job.temp is not None:
+            job.temp.discard()
+        if job.journal is not None:
+            job.journal.remove()
+        self._open.discard(job)
+
     async def _hash_written(self, job: _Job) -> None:
-        """Feed MD5/SHA-256 from each range once it is on disk, in order."""
+        """Hash ranges from the file once on disk, in order, where needed.
+
+        That is every range for MD5/SHA-256, and resumed ranges for everything
+        (their bytes were not seen by this run).
+        """
         await job.checked.wait()
         digest = job.digest
         assert digest is not None
         assert job.temp is not None
-        if not digest.deferred:
+        if not digest.deferred and not job.reread:
             return
         block = self._cfg.chunk_size
         for index, landed in enumerate(job.landed):
             await landed.wait()
-            await anyio.to_thread.run_sync(
-                digest.hash_written_range, job.temp.fd, index, block, limiter=self._io
-            )
+            reread = index in job.reread
+            if digest.deferred or reread:
+                await anyio.to_thread.run_sync(
+                    digest.hash_written_range,
+                    job.temp.fd,
+                    index,
+                    block,
+                    reread,
+                    limiter=self._io,
+                )
 
     async def _adopt_response(self, job: _Job, got: ObjectInfo | None) -> None:
         """Pick the file's check from the first response of a whole-object GET."""
@@ -406,6 +469,8 @@ class Engine:
                     await self._adopt_response(job, body.info)
                     await self._pump(job, index, body)
                 if job.offsets[index] >= byte_range.end:
+                    if job.journal is not None:
+                        job.journal.record(index)
                     job.landed[index].set()
                     return
                 got = job.offsets[index] - byte_range.start
@@ -477,11 +542,28 @@ class Engine:
 
 
 def _prepare_dest(dest: Path, manifest: Manifest) -> None:
-    """Load the manifest and delete temp files that a killed run left behind."""
+    """Load the manifest; delete temp files a killed run left that cannot resume."""
     manifest.load()
+    journal_suffix = PARTIAL_SUFFIX + JOURNAL_SUFFIX
+    for root, _, names in os.walk(dest):
+        present = set(names)
+        for name in names:
+            if name.endswith(PARTIAL_SUFFIX):
+                orphan = name + JOURNAL_SUFFIX not in present
+            elif name.endswith(journal_suffix):
+                orphan = name.removesuffix(JOURNAL_SUFFIX) not in present
+            else:
+                continue
+            if orphan and name.startswith("."):
+                Path(root, name).unlink(missing_ok=True)
+
+
+def _sweep_partials(dest: Path) -> None:
+    """After a pair completed: delete resumable leftovers no file claimed."""
+    suffixes = (PARTIAL_SUFFIX, PARTIAL_SUFFIX + JOURNAL_SUFFIX)
     for root, _, names in os.walk(dest):
         for name in names:
-            if name.startswith(".") and name.endswith(PARTIAL_SUFFIX):
+            if name.startswith(".") and name.endswith(suffixes):
                 Path(root, name).unlink(missing_ok=True)
 
 
@@ -492,7 +574,21 @@ def _make_dirs(path: Path) -> None:
         raise local_error(exc, path) from exc
 
 
-def _open_temp(final: Path, size: int, preallocate: bool) -> TempFile:
-    """Create the parent directories of `final`, then its temp file (blocking)."""
+def _open_temp(
+    final: Path, size: int, preallocate: bool, token: str | None
+) -> tuple[TempFile, RangeJournal | None]:
+    """Create `final`'s directories and temp file, and load its journal (blocking).
+
+    With a `token`, a temp file left by a killed run is reopened together with the
+    journal of its completed ranges.
+    """
     _make_dirs(final.parent)
-    return TempFile(final, size, preallocate=preallocate)
+    temp = TempFile(final, size, preallocate=preallocate, token=token)
+    if token is None:
+        return temp, None
+    journal = RangeJournal(temp.path.with_name(temp.path.name + JOURNAL_SUFFIX), token)
+    if temp.reopened:
+        journal.load()
+    else:
+        journal.remove()
+    return temp, journal

@@ -86,8 +86,9 @@ class FileReport:
         size: bytes written.
         seconds: wall time from the first request to the rename.
         verification: how the file was checked, for example ``crc64nvme``,
-            ``multipart-etag``, ``md5-etag``, ``size`` or ``skipped``.
+            ``multipart-etag``, ``md5-etag``, ``size`` or ``unchanged (...)``.
         verified: whether a checksum (not only the size) matched.
+        resumed: bytes reused from an interrupted earlier run, not fetched again.
     """
 
     path: str
@@ -95,6 +96,7 @@ class FileReport:
     seconds: float
     verification: str
     verified: bool
+    resumed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """Return the report as a JSON-ready dictionary."""
@@ -104,6 +106,7 @@ class FileReport:
             "seconds": round(self.seconds, 6),
             "verification": self.verification,
             "verified": self.verified,
+            "resumed": self.resumed,
         }
 
 

@@ -244,11 +244,19 @@ class FileDigest:
                 self._md5[index] = None
                 ends.pop()
 
-    def hash_written_range(self, fd: int, index: int, block_size: int) -> None:
+    def hash_written_range(
+        self, fd: int, index: int, block_size: int, with_crc: bool = False
+    ) -> None:
         """Read range `index` back from `fd` and feed the ordered digests.
 
         Blocking: run it in a thread, for ranges in increasing order. Reads go
         through one `block_size` buffer, the only memory this holds.
+
+        Args:
+            fd: the file, open for reading.
+            index: the range.
+            block_size: bytes read at a time.
+            with_crc: feed the range's CRC too (a range this run did not fetch).
         """
         byte_range = self.byte_ranges[index]
         view = memoryview(bytearray(max(1, min(block_size, byte_range.length))))
@@ -258,7 +266,10 @@ class FileDigest:
             if n <= 0:
                 msg = f"file shorter than expected at byte {offset}"
                 raise IntegrityError(msg)
-            self._feed(index, view[:n])
+            if with_crc:
+                self.ranges[index].update(view[:n])
+            if self.deferred:
+                self._feed(index, view[:n])
             offset += n
 
     def verify(self, *, size: int, written: int) -> None:

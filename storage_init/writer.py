@@ -50,26 +50,53 @@ class TempFile:
         preallocate: reserve `size` bytes up front (fallocate), so that a full disk
             fails before any byte is fetched and writes from many ranges do not
             fragment the file. Not worth its syscall for small files.
+        token: a name for a resumable temp file (``.NAME.TOKEN.partial``); an
+            existing file of that name and size is reopened, not truncated, and
+            `reopened` is set. Without it the name is random and always new.
 
     Raises:
         LocalIOError: the temp file cannot be created or preallocated.
     """
 
-    def __init__(self, final: Path, size: int, *, preallocate: bool = True) -> None:
+    def __init__(
+        self,
+        final: Path,
+        size: int,
+        *,
+        preallocate: bool = True,
+        token: str | None = None,
+    ) -> None:
         self.final = final
         self.size = size
-        name = f".{final.name[:200]}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
-        self.path = final.with_name(name)
+        self.reopened = False
+        suffix = token or secrets.token_hex(4)
+        self.path = final.with_name(f".{final.name[:200]}.{suffix}{PARTIAL_SUFFIX}")
         self._fd: int | None = None
         try:
-            self._fd = os.open(
-                self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
-            )
-            if size and preallocate:
-                self._preallocate(size)
+            if token is not None:
+                self._reopen()
+            if self._fd is None:
+                self._fd = os.open(
+                    self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
+                )
+                if size and preallocate:
+                    self._preallocate(size)
         except OSError as exc:
             self.discard()
             raise local_error(exc, final) from exc
+
+    def _reopen(self) -> None:
+        """Open an existing temp file of the right size, or remove a wrong one."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        if os.fstat(fd).st_size == self.size:
+            self._fd = fd
+            self.reopened = True
+            return
+        os.close(fd)
+        self.path.unlink(missing_ok=True)
 
     def _preallocate(self, size: int) -> None:
         assert self._fd is not None

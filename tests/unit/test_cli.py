@@ -120,4 +120,5 @@ class TestReport:
             "seconds": 0.1,
             "verification": "crc32",
             "verified": True,
+            "resumed": 0,
         }
