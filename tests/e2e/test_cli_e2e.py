@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -175,6 +176,34 @@ class TestBigObject:
         # Slack: allocator fragmentation, thread stacks, the larger connection pool.
         assert peak - baseline <= bound + 32 * MiB, (peak, baseline, bound)
         assert peak <= 200 * MiB, (peak, baseline)
+
+    def test_sigkill_then_resume(self, s3_server, big_object, tmp_path):
+        """Killed at about half way, a rerun fetches only what was not finished."""
+        proc = subprocess.Popen(
+            [*CLI, "--quiet", big_object, str(tmp_path)],
+            env={**os.environ, **s3_server.env()},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 120
+        done = 0
+        while done < 20:  # of 41 parts of 50 MiB (s5cmd's part size)
+            assert proc.poll() is None, "finished before it could be killed"
+            assert time.monotonic() < deadline
+            for journal in tmp_path.glob(".*.partial.json"):
+                with contextlib.suppress(ValueError, OSError):
+                    done = len(json.loads(journal.read_text())["done"])
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        report = tmp_path / "report.json"
+        result = _run(s3_server, big_object, str(tmp_path), "--report", str(report))
+        assert result.returncode == 0, result.stderr
+        (entry,) = json.loads(report.read_text())["pairs"][0]["files"]
+        assert entry["verified"]
+        assert entry["verification"] == "multipart-etag"
+        assert entry["resumed"] >= 20 * 50 * MiB
+        assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
 
     def test_sigterm_leaves_no_partial_file(self, s3_server, big_object, tmp_path):
         """SIGTERM mid-download exits 143 and removes every temp file."""
