@@ -205,8 +205,14 @@ class TestBigObject:
         assert entry["resumed"] >= 20 * 50 * MiB
         assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
 
-    def test_sigterm_leaves_no_partial_file(self, s3_server, big_object, tmp_path):
-        """SIGTERM mid-download exits 143 and removes every temp file."""
+    @pytest.mark.parametrize(
+        ("signum", "code", "name"),
+        [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "SIGINT")],
+    )
+    def test_signal_leaves_no_partial_file(
+        self, s3_server, big_object, tmp_path, signum, code, name
+    ):
+        """SIGTERM/SIGINT mid-download exit 143/130 and remove every temp file."""
         proc = subprocess.Popen(
             [*CLI, big_object, str(tmp_path)],
             env={**os.environ, **s3_server.env()},
@@ -220,8 +226,8 @@ class TestBigObject:
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             time.sleep(0.02)
         time.sleep(0.3)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=60)
-        assert proc.returncode == 143, stderr
-        assert "SIGTERM" in stderr
+        assert proc.returncode == code, stderr
+        assert name in stderr
         assert os.listdir(tmp_path) == []

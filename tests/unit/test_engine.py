@@ -8,6 +8,7 @@ import pytest
 
 from storage_init import (
     IntegrityError,
+    LocalIOError,
     ObjectChangedError,
     ObjectNotFoundError,
     RetriesExhaustedError,
@@ -109,6 +110,14 @@ class TestResolve:
             "memory://b/m", tmp_path, config=config, backends={"memory": store}
         )
         assert set(_files(tmp_path)) == {"config.json"}
+
+    async def test_name_too_long(self, tmp_path: Path) -> None:
+        """A key segment longer than the file system allows is a clear error."""
+        store = MemoryBackend()
+        store.put("b", "m/" + "x" * 300 + ".bin", b"data")
+        with pytest.raises(LocalIOError, match="file name too long"):
+            await download("memory://b/m", tmp_path, backends={"memory": store})
+        assert not [p for p in tmp_path.rglob("*") if p.is_file()]
 
     @pytest.mark.parametrize("key", ["m/../escape", "m//../../x"])
     async def test_unsafe_keys(self, tmp_path: Path, key: str) -> None:
