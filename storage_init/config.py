@@ -105,6 +105,12 @@ class TransferConfig:
         skip_unchanged: skip files that the destination's manifest shows are
             already there, unchanged, from the same object version (see
             `storage_init.manifest`). Off with STORAGE_INIT_FORCE=1 or ``--force``.
+        extract_archives: unpack a source that is a single .tar, .tar.gz, .tgz,
+            .tar.bz2, .tar.xz or .zip file into the destination and delete it, as
+            KServe does. Off with STORAGE_INIT_EXTRACT=0.
+        max_unpacked: the most bytes an archive may unpack to (a bomb stops
+            there); None means 100 times the archive's size, at least 1 GiB. Env
+            STORAGE_INIT_MAX_UNPACKED.
         verify: how to check files. Env STORAGE_INIT_VERIFY.
         retry: the retry policy for ranges.
     """
@@ -115,6 +121,8 @@ class TransferConfig:
     io_concurrency: int = 2
     stall_timeout: float = 30.0
     skip_unchanged: bool = True
+    extract_archives: bool = True
+    max_unpacked: int | None = None
     verify: VerifyMode = VerifyMode.AUTO
     retry: RetryConfig = field(default_factory=RetryConfig)
 
@@ -404,6 +412,10 @@ def _transfer(environ: Mapping[str, str]) -> TransferConfig:
         changes["verify"] = parse_verify(raw)
     if _truthy(environ.get("STORAGE_INIT_FORCE")):
         changes["skip_unchanged"] = False
+    if _falsy(environ.get("STORAGE_INIT_EXTRACT")):
+        changes["extract_archives"] = False
+    if raw := environ.get("STORAGE_INIT_MAX_UNPACKED"):
+        changes["max_unpacked"] = parse_size(raw)
     cfg = replace(cfg, **changes)
     if raw := environ.get("STORAGE_INIT_MEMORY_BUDGET"):
         cfg = cfg.with_memory_budget(parse_size(raw))

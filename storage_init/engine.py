@@ -25,6 +25,7 @@ Shape of one run, for any number of source/destination pairs::
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -38,6 +39,7 @@ from ._paths import is_selected, safe_relative
 from ._plan import ByteRange, plan_ranges
 from ._resume import JOURNAL_SUFFIX, RangeJournal, resume_token
 from ._retry import RetryBudget
+from .archive import extract, is_archive
 from .errors import (
     IntegrityError,
     NetworkError,
@@ -215,12 +217,31 @@ class Engine:
         await anyio.to_thread.run_sync(manifest.compact)
         await anyio.to_thread.run_sync(_sweep_partials, pair.dest)
         files.sort(key=lambda f: f.path)
+        unpacked = 0
+        if self._cfg.extract_archives and len(files) == 1 and is_archive(files[0].path):
+            unpacked = await self._unpack(pair, files[0])
         reports[index] = DownloadReport(
             source=pair.uri.display,
             destination=str(pair.dest),
             files=tuple(files),
             seconds=time.monotonic() - started,
+            unpacked=unpacked,
         )
+
+    async def _unpack(self, pair: Pair, archive: FileReport) -> int:
+        """Unpack a single downloaded archive into the destination (a thread)."""
+        limit = self._cfg.max_unpacked or max(100 * archive.size, 1 << 30)
+        count: int = await anyio.to_thread.run_sync(
+            functools.partial(
+                extract,
+                pair.dest / archive.path,
+                pair.dest,
+                max_bytes=limit,
+                uri=pair.uri.display,
+            )
+        )
+        log.info("unpacked %d files from %s", count, archive.path)
+        return count
 
     async def _resolve(self, pair: Pair) -> AsyncIterator[tuple[str, ObjectInfo]]:
         """Yield ``(relative path, info)`` for every object of `pair`'s source.

@@ -119,12 +119,15 @@ class DownloadReport:
         destination: the destination directory.
         files: one entry per file written, sorted by path.
         seconds: wall time of the whole pair.
+        unpacked: how many files were unpacked from a downloaded archive (which
+            is then deleted); 0 when the source was not an archive.
     """
 
     source: str
     destination: str
     files: tuple[FileReport, ...]
     seconds: float
+    unpacked: int = 0
 
     @property
     def bytes(self) -> int:
@@ -143,6 +146,7 @@ class DownloadReport:
             "destination": self.destination,
             "bytes": self.bytes,
             "seconds": round(self.seconds, 6),
+            "unpacked": self.unpacked,
             "files": [f.as_dict() for f in self.files],
         }
 
