@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -14,15 +15,14 @@ from storage_init.backends.memory import MemoryBackend
 from storage_init.models import MiB
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """An 8 MiB tmpfs; skipped where mounting is not allowed."""
-    mount = tmp_path / "disk"
+@contextlib.contextmanager
+def _tmpfs(mount: Path, options: str) -> Iterator[Path]:
+    """Mount a tmpfs with `options` at `mount`; skip the test where not allowed."""
     mount.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
         capture_output=True,
         check=False,
     )
@@ -32,6 +32,30 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MiB tmpfs."""
+    with _tmpfs(tmp_path / "disk", "size=8m") as mount:
+        yield mount
+
+
+@pytest.fixture
+def read_only_disk(tmp_path: Path) -> Iterator[Path]:
+    """A read-only tmpfs."""
+    with _tmpfs(tmp_path / "ro", "size=1m,ro") as mount:
+        yield mount
+
+
+class TestReadOnlyDestination:
+    async def test_clear_error(self, read_only_disk: Path) -> None:
+        """A read-only destination fails before any request, naming the cause."""
+        store = MemoryBackend()
+        store.put("b", "m/x", b"x")
+        with pytest.raises(LocalIOError, match=r"read-only file system|not writable"):
+            await download("memory://b/m", read_only_disk, backends={"memory": store})
+        assert store.requests == 0
 
 
 class TestFullDisk:

@@ -55,6 +55,19 @@ class TestUsage:
         assert text in err[0]
         assert "Traceback" not in err[0]
 
+    def test_failure_reaches_termination_log(self, tmp_path, monkeypatch) -> None:
+        """The one-line reason is written where Kubernetes reads it."""
+        import storage_init.cli as cli
+
+        log = tmp_path / "termination-log"
+        log.write_text("")
+        monkeypatch.setattr(cli, "TERMINATION_LOG", log)
+        target = tmp_path / "file"
+        target.write_text("x")
+        assert main(["s3://bucket/m", str(target)]) == 1
+        (line,) = log.read_text().splitlines()
+        assert "not a directory" in line
+
     def test_dest_is_a_file(self, tmp_path, capsys) -> None:
         """A destination that is a file fails before any request, exit code 1."""
         target = tmp_path / "file"
