@@ -13,10 +13,17 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v strip >/dev/null || missing+=(binutils)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
+    # Keep package scripts from starting services (nginx would listen on :80).
+    guard=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; guard=1
+    fi
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    if [ -n "$guard" ]; then rm -f /usr/sbin/policy-rc.d; fi
   else
     echo "bootstrap: missing Debian packages: ${missing[*]} (apt-get install them)" >&2; exit 1
   fi

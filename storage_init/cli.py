@@ -118,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--report", type=Path, help="write a JSON report to PATH")
     parser.add_argument(
+        "--sha256", metavar="HEX", help="expected SHA-256 of an http(s):// file"
+    )
+    parser.add_argument(
         "--force",
         action="store_true",
         help="download every file, even those the manifest shows are in place "
@@ -157,6 +160,8 @@ def _config(args: argparse.Namespace, environ: dict[str, str]) -> StorageConfig:
         transfer = replace(transfer, skip_unchanged=False)
     if args.memory_budget is not None:
         transfer = transfer.with_memory_budget(parse_size(args.memory_budget))
+    if args.sha256 is not None:
+        config = replace(config, http=replace(config.http, sha256=args.sha256))
     return replace(config, transfer=transfer)
 
 

@@ -13,6 +13,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Self
 
 from .errors import ConfigError
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 __all__ = [
+    "HTTPOptions",
     "ProxyConfig",
     "RetryConfig",
     "S3Options",
@@ -219,6 +221,41 @@ class S3Options:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HTTPOptions:
+    """Options of the http(s):// backend.
+
+    Attributes:
+        headers: extra request headers by host name, from KServe's ``<host>-headers``
+            variables (a JSON object each). Never logged.
+        ca_bundle: CA bundle path: CA_BUNDLE_VOLUME_MOUNT_POINT/cabundle.crt when
+            CA_BUNDLE_CONFIGMAP_NAME is set (KServe), else the system store.
+        verify_ssl: verify TLS certificates.
+        sha256: the expected SHA-256 (hex) of a single downloaded file (``--sha256``),
+            checked when the server offers no digest of its own, and in addition to
+            one under ``--verify strict``.
+        connect_timeout: seconds to connect.
+        read_timeout: seconds without a byte before a read fails.
+    """
+
+    headers: Mapping[str, Mapping[str, str]] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False
+    )
+    ca_bundle: str | None = None
+    verify_ssl: bool = True
+    sha256: str | None = None
+    connect_timeout: float = 15.0
+    read_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.sha256 is not None and not _SHA256_RE.match(self.sha256):
+            msg = "--sha256 must be 64 hexadecimal digits"
+            raise ConfigError(msg)
+
+
+_SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ProxyConfig:
     """HTTP proxies for the requests storage-init sends itself.
 
@@ -256,6 +293,7 @@ class StorageConfig:
     Attributes:
         transfer: engine knobs.
         s3: options of the S3 backend.
+        http: options of the http(s) backend.
         proxy: proxies for the requests storage-init sends itself (the SDKs read
             the same variables themselves).
         allow_patterns: fnmatch patterns on relative paths; when not empty, only
@@ -266,6 +304,7 @@ class StorageConfig:
 
     transfer: TransferConfig = field(default_factory=TransferConfig)
     s3: S3Options = field(default_factory=S3Options)
+    http: HTTPOptions = field(default_factory=HTTPOptions)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     allow_patterns: tuple[str, ...] = ()
     ignore_patterns: tuple[str, ...] = ()
@@ -397,6 +436,31 @@ def _s3_options(environ: Mapping[str, str], spec: Mapping[str, Any]) -> S3Option
     )
 
 
+def _http_options(environ: Mapping[str, str]) -> HTTPOptions:
+    headers: dict[str, Mapping[str, str]] = {}
+    for name, raw in environ.items():
+        if not name.endswith("-headers") or not raw.strip():
+            continue
+        host = name.removesuffix("-headers").lower()
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            # The value holds credentials: name the variable, never quote it.
+            msg = f"{name} is not valid JSON"
+            raise ConfigError(msg) from None
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            msg = f"{name} must be a JSON object of strings"
+            raise ConfigError(msg)
+        headers[host] = MappingProxyType(dict(value))
+    ca_bundle = None
+    if environ.get("CA_BUNDLE_CONFIGMAP_NAME"):
+        mount = environ.get("CA_BUNDLE_VOLUME_MOUNT_POINT") or "/etc/ssl/custom-certs"
+        ca_bundle = f"{mount.rstrip('/')}/cabundle.crt"
+    return HTTPOptions(headers=MappingProxyType(headers), ca_bundle=ca_bundle)
+
+
 def _transfer(environ: Mapping[str, str]) -> TransferConfig:
     cfg = TransferConfig()
     changes: dict[str, Any] = {}
@@ -461,6 +525,7 @@ def from_env(environ: Mapping[str, str]) -> StorageConfig:
     return StorageConfig(
         transfer=_transfer(environ),
         s3=_s3_options(environ, spec),
+        http=_http_options(environ),
         proxy=proxy,
         allow_patterns=_patterns(environ, "STORAGE_ALLOW_PATTERNS"),
         ignore_patterns=_patterns(environ, "STORAGE_IGNORE_PATTERNS"),

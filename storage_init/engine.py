@@ -258,7 +258,7 @@ class Engine:
             async with self._requests:
                 info = await backend.stat(uri.bucket, prefix)
             if info is not None:
-                yield prefix.rsplit("/", 1)[-1], info
+                yield uri.name, info
                 return
             prefix += "/"
         found = False
@@ -336,7 +336,12 @@ class Engine:
                 check = choose_check(info, cfg.verify)
                 if check.needs_parts:
                     parts = await backend.part_sizes(bucket, info)
-        ranges = plan_ranges(info.size, cfg.part_size, parts)
+        if not info.ranges_ok:
+            # The server ignores Range: one streamed GET of the whole object.
+            whole = True
+            ranges = [ByteRange(0, info.size)]
+        else:
+            ranges = plan_ranges(info.size, cfg.part_size, parts)
         job = _Job(pair, rel, final, info, ranges, whole and len(ranges) == 1, started)
         job.offsets = [r.start for r in ranges]
         job.landed = [anyio.Event() for _ in ranges]
@@ -476,6 +481,12 @@ class Engine:
         budget = RetryBudget(self._cfg.retry)
         while True:
             start = job.offsets[index]
+            if start > byte_range.start and not job.info.ranges_ok:
+                # The server cannot resume a body: start the file over.
+                self._bytes_done -= start - byte_range.start
+                start = job.offsets[index] = byte_range.start
+                assert job.digest is not None
+                job.set_check(job.digest.check, inline_limit=INLINE_HASH_LIMIT)
             try:
                 async with (
                     self._requests,

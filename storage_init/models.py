@@ -65,6 +65,8 @@ class ObjectInfo:
         parts_count: how many parts a multipart upload had, when known.
         detailed: whether checksums were asked for (a HEAD with checksum mode), as
             opposed to what a listing returns.
+        ranges_ok: whether the server answers byte ranges; if not, the object is
+            fetched in one GET and a retry starts it over.
     """
 
     key: str
@@ -75,6 +77,7 @@ class ObjectInfo:
     etag_is_md5: bool = True
     parts_count: int | None = None
     detailed: bool = False
+    ranges_ok: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,6 +17,7 @@ __all__ = ["ObjectURI", "parse_uri"]
 
 _ALIASES = {"gcs": "gs", "abfs": "az"}
 _BUCKETED = frozenset({"s3", "gs", "az", "memory"})
+_HTTP = frozenset({"http", "https"})
 # Letters, digits, dots, hyphens and underscores; the store enforces its own
 # length rules (S3: 3-63), which S3-compatible servers relax.
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
@@ -42,6 +43,13 @@ class ObjectURI:
     def display(self) -> str:
         """The URI without secrets, for logs and errors."""
         return redact(self.raw)
+
+    @property
+    def name(self) -> str:
+        """The file name of a single object: the key's (or URL path's) last part."""
+        if self.scheme in _HTTP:
+            return unquote(urlsplit(self.raw).path.rsplit("/", 1)[-1])
+        return self.key.rsplit("/", 1)[-1]
 
     def child(self, key: str) -> str:
         """Return the display URI of another key in the same bucket."""
@@ -76,6 +84,13 @@ def parse_uri(uri: str) -> ObjectURI:
         return ObjectURI(scheme=scheme, bucket=bucket, key=key, raw=uri)
     if not parts.netloc:
         raise InvalidURIError(uri, "missing host")
+    if scheme in _HTTP:
+        # The key keeps the path and query verbatim (presigned URLs sign them).
+        rest = uri.split("://", 1)[1].split("#", 1)[0]
+        key = rest.partition("/")[2]
+        if not unquote(parts.path.rsplit("/", 1)[-1]):
+            raise InvalidURIError(uri, "the URL names no file")
+        return ObjectURI(scheme=scheme, bucket=parts.netloc, key=key, raw=uri)
     return ObjectURI(
         scheme=scheme,
         bucket=parts.netloc,

@@ -7,10 +7,12 @@ here, and only runs in order. In order of preference:
 1. a full-object CRC (``crc64nvme``, then ``crc32c``, then ``crc32``), computed per
    range as bytes are written, and combined;
 2. a composite CRC (``base64(CRC(part CRCs))-N``), with ranges aligned to the parts;
-3. a multipart ETag (``md5(part MD5s)-N``), with ranges aligned to the parts;
-4. the MD5 ETag of a single-part object, hashed in order from the written file by a
-   thread that trails the download;
-5. the size alone.
+3. a full-object SHA-256 (S3's single-part checksum, an HTTP ``Digest`` or
+   ``Repr-Digest``, or ``--sha256``): cheaper than MD5 on CPUs with SHA extensions;
+4. a multipart ETag (``md5(part MD5s)-N``), with ranges aligned to the parts;
+5. the MD5 ETag of a single-part object, or an HTTP ``Content-MD5``, hashed in order
+   from the written file by a thread that trails the download;
+6. the size alone.
 
 ``strict`` adds the stored SHA-256 (single-part uploads only) and fails files for
 which nothing but the size is known. CRCs are computed inline as bytes are written
@@ -117,6 +119,22 @@ def _etag(info: ObjectInfo) -> Check | None:
     return None
 
 
+def _sha256(info: ObjectInfo) -> Check | None:
+    # SHA-256 (1.5 GB/s with SHA-NI) is both cheaper and stronger than MD5 here.
+    sha = info.checksums.get("sha256", "")
+    if sha and "-" not in sha:
+        return Check("sha256", whole=("sha256",), expected={"sha256": sha})
+    return None
+
+
+def _content_md5(info: ObjectInfo) -> Check | None:
+    # An MD5 the server states about the content (HTTP Content-MD5 or Digest).
+    md5 = info.checksums.get("md5", "")
+    if _MD5_RE.match(md5):
+        return Check("content-md5", whole=("md5",), expected={"md5": md5})
+    return None
+
+
 def choose_check(info: ObjectInfo, mode: VerifyMode) -> Check:
     """Return the cheapest `Check` that `info` allows under `mode`.
 
@@ -125,10 +143,16 @@ def choose_check(info: ObjectInfo, mode: VerifyMode) -> Check:
     """
     if mode in (VerifyMode.OFF, VerifyMode.SIZE):
         return Check(mode.value)
-    check = _full_crc(info) or _composite_crc(info) or _etag(info)
+    check = (
+        _full_crc(info)
+        or _composite_crc(info)
+        or _sha256(info)
+        or _etag(info)
+        or _content_md5(info)
+    )
     if mode is VerifyMode.STRICT:
         sha = info.checksums.get("sha256", "")
-        if sha and "-" not in sha:
+        if sha and "-" not in sha and (check is None or "sha256" not in check.whole):
             base = check or Check("")
             label = f"{base.label}+sha256" if base.label else "sha256"
             check = Check(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -82,3 +84,62 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         )
     finally:
         subprocess.run([script, "stop"], env=env, check=False, capture_output=True)
+
+
+@dataclass(frozen=True)
+class HTTPServer:
+    """nginx on 127.0.0.1: plain http, and https with a test CA."""
+
+    base_url: str
+    tls_url: str
+    root: Path
+    ca_bundle: Path
+
+    def put(self, name: str, data: bytes) -> str:
+        """Serve `data` at /`name`; return its http URL."""
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for parent in [path.parent, *path.parent.parents]:
+            if parent == self.root.parent:
+                break
+            parent.chmod(0o755)
+        path.write_bytes(data)
+        path.chmod(0o644)
+        return f"{self.base_url}/{name}"
+
+
+@pytest.fixture(scope="session")
+def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HTTPServer]:
+    """nginx, started once per test session by the project's own script."""
+    import trustme
+
+    state = Path(tempfile.mkdtemp(prefix="nginx-", dir="/tmp"))
+    state.chmod(0o755)
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(state / "server.pem"))
+    ca.cert_pem.write_to_path(str(state / "ca.pem"))
+    env = {
+        **os.environ,
+        "STATE_DIR": str(state),
+        "SERVERS_PY": sys.executable,
+        "TLS_CERT": str(state / "server.pem"),
+        "TLS_KEY": str(state / "server.pem"),
+    }
+    script = str(SERVERS / "http_nginx.sh")
+    subprocess.run([script, "start"], env=env, check=True, capture_output=True)
+    try:
+        values = dict(
+            item.split("=", 1)
+            for item in (state / "env").read_text().split()
+            if "=" in item
+        )
+        yield HTTPServer(
+            base_url=values["HTTP_BASE_URL"],
+            tls_url=values["HTTPS_BASE_URL"],
+            root=Path(values["HTTP_ROOT"]),
+            ca_bundle=state / "ca.pem",
+        )
+    finally:
+        subprocess.run([script, "stop"], env=env, check=False, capture_output=True)
+        shutil.rmtree(state, ignore_errors=True)

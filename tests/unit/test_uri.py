@@ -17,7 +17,11 @@ class TestParseURI:
             pytest.param("gcs://b/m", "gs", "b", "m", id="gcs-alias"),
             pytest.param("abfs://c/m", "az", "c", "m", id="abfs-alias"),
             pytest.param(
-                "https://h.example/p/m.bin", "https", "h.example", "p/m.bin", id="https"
+                "https://h.example/p/m%20x.bin?sig=1",
+                "https",
+                "h.example",
+                "p/m%20x.bin?sig=1",
+                id="https-verbatim",
             ),
         ],
     )
@@ -41,6 +45,22 @@ class TestParseURI:
         """Malformed URIs raise InvalidURIError, a ConfigError."""
         with pytest.raises(InvalidURIError):
             parse_uri(uri)
+
+    @pytest.mark.parametrize(
+        ("uri", "name"),
+        [
+            ("s3://b/models/llama/w.bin", "w.bin"),
+            ("https://h/p/m%20x.bin?X-Amz-Signature=abc", "m x.bin"),
+        ],
+    )
+    def test_name(self, uri: str, name: str) -> None:
+        """A single object's file name: the last key segment, unquoted for URLs."""
+        assert parse_uri(uri).name == name
+
+    def test_url_without_file_name(self) -> None:
+        """An http(s) URL must name a file."""
+        with pytest.raises(InvalidURIError, match="names no file"):
+            parse_uri("https://h.example/dir/")
 
     def test_display_hides_secrets(self) -> None:
         """The display form drops the query string and userinfo."""

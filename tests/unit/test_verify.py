@@ -82,6 +82,17 @@ class TestChooseCheck:
         assert check.label == "crc32+sha256"
         assert check.whole == ("sha256",)
 
+    def test_prefers_sha256_to_md5(self) -> None:
+        """A stored SHA-256 wins over an MD5 ETag: cheaper here, and stronger."""
+        info = _info(etag="a" * 32, checksums={"sha256": "x"})
+        assert choose_check(info, VerifyMode.AUTO).label == "sha256"
+        assert choose_check(info, VerifyMode.STRICT).whole == ("sha256",)
+
+    def test_content_md5(self) -> None:
+        """An MD5 stated by the server (hex) is checked when nothing better exists."""
+        info = _info(etag="opaque", etag_is_md5=False, checksums={"md5": "b" * 32})
+        assert choose_check(info, VerifyMode.AUTO).label == "content-md5"
+
     def test_strict_without_checksum_fails(self) -> None:
         """Strict mode refuses objects with no checksum at all."""
         with pytest.raises(IntegrityError, match="no checksum"):
@@ -203,7 +214,7 @@ class TestFileDigest:
         info = store._buckets["b"]["k"].info
         digest = _digest_of(data, info, 10_000, None, tmp_path)
         assert digest.deferred
-        assert digest.check.label == "md5-etag+sha256"
+        assert digest.check.label == "sha256"
         digest.verify(size=len(data), written=len(data))
         assert (
             base64.b64encode(hashlib.sha256(data).digest()).decode()
