@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -58,32 +59,39 @@ class S3Server:
         }
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """SeaweedFS, started once per test session by the project's own script."""
-    state = tmp_path_factory.mktemp("seaweedfs")
-    env = {
+@contextlib.contextmanager
+def run_server(script: str, state: Path, **env: str) -> Iterator[dict[str, str]]:
+    """Start a server with its ``scripts/servers`` script; yield what it exports."""
+    full_env = {
         **os.environ,
         "STATE_DIR": str(state),
         "SERVERS_PY": sys.executable,
-        "WEED": str(Path(sys.executable).parent / "weed"),
+        **env,
     }
-    script = str(SERVERS / "s3_seaweedfs.sh")
-    subprocess.run([script, "start"], env=env, check=True, capture_output=True)
+    path = str(SERVERS / script)
+    subprocess.run([path, "start"], env=full_env, check=True, capture_output=True)
     try:
-        values = dict(
+        yield dict(
             item.split("=", 1)
             for item in (state / "env").read_text().split()
             if "=" in item
         )
+    finally:
+        subprocess.run([path, "stop"], env=full_env, check=False, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """SeaweedFS, started once per test session by the project's own script."""
+    state = tmp_path_factory.mktemp("seaweedfs")
+    weed = str(Path(sys.executable).parent / "weed")
+    with run_server("s3_seaweedfs.sh", state, WEED=weed) as values:
         yield S3Server(
             endpoint=values["AWS_ENDPOINT_URL"],
             access_key=values["AWS_ACCESS_KEY_ID"],
             secret_key=values["AWS_SECRET_ACCESS_KEY"],
             bucket=values["S3_BUCKET"],
         )
-    finally:
-        subprocess.run([script, "stop"], env=env, check=False, capture_output=True)
 
 
 @dataclass(frozen=True)
@@ -119,27 +127,14 @@ def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HTTPServer
     cert = ca.issue_cert("127.0.0.1", "localhost")
     cert.private_key_and_cert_chain_pem.write_to_path(str(state / "server.pem"))
     ca.cert_pem.write_to_path(str(state / "ca.pem"))
-    env = {
-        **os.environ,
-        "STATE_DIR": str(state),
-        "SERVERS_PY": sys.executable,
-        "TLS_CERT": str(state / "server.pem"),
-        "TLS_KEY": str(state / "server.pem"),
-    }
-    script = str(SERVERS / "http_nginx.sh")
-    subprocess.run([script, "start"], env=env, check=True, capture_output=True)
+    pem = str(state / "server.pem")
     try:
-        values = dict(
-            item.split("=", 1)
-            for item in (state / "env").read_text().split()
-            if "=" in item
-        )
-        yield HTTPServer(
-            base_url=values["HTTP_BASE_URL"],
-            tls_url=values["HTTPS_BASE_URL"],
-            root=Path(values["HTTP_ROOT"]),
-            ca_bundle=state / "ca.pem",
-        )
+        with run_server("http_nginx.sh", state, TLS_CERT=pem, TLS_KEY=pem) as values:
+            yield HTTPServer(
+                base_url=values["HTTP_BASE_URL"],
+                tls_url=values["HTTPS_BASE_URL"],
+                root=Path(values["HTTP_ROOT"]),
+                ca_bundle=state / "ca.pem",
+            )
     finally:
-        subprocess.run([script, "stop"], env=env, check=False, capture_output=True)
         shutil.rmtree(state, ignore_errors=True)

@@ -12,7 +12,6 @@ accepted. Headers from KServe's ``<host>-headers`` are sent and never logged.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import re
@@ -25,13 +24,10 @@ import aiohttp
 import anyio
 import yarl
 
-from .._redact import redact_text
 from ..config import READ_BUFFER, HTTPOptions, ProxyConfig
 from ..errors import (
     AccessDeniedError,
-    ErrorTable,
     IntegrityError,
-    NetworkError,
     ObjectChangedError,
     ObjectNotFoundError,
     RemoteError,
@@ -39,36 +35,16 @@ from ..errors import (
     map_errors,
 )
 from ..models import ObjectInfo
+from ._aiohttp import AIOHTTP_ERRORS, ChunkBody, finish
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Mapping
+    from collections.abc import AsyncIterator, Mapping
 
     from ..config import StorageConfig
 
 __all__ = ["HTTPBackend", "PlainHTTPBackend"]
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-
-
-def _simple(kind: type[TransferError], prefix: str) -> Callable[..., TransferError]:
-    def build(exc: BaseException, uri: str) -> TransferError:
-        detail = redact_text(str(exc)) or type(exc).__name__
-        return kind(f"{prefix}: {detail}", uri=uri)
-
-    return build
-
-
-_ERRORS: ErrorTable = {
-    # Certificate failures are permanent: not a NetworkError, never retried.
-    aiohttp.ClientConnectorCertificateError: _simple(
-        TransferError, "TLS certificate verification failed"
-    ),
-    aiohttp.TooManyRedirects: _simple(TransferError, "too many redirects"),
-    aiohttp.ClientPayloadError: _simple(NetworkError, "body cut short"),
-    aiohttp.ClientError: _simple(NetworkError, "connection error"),
-    asyncio.TimeoutError: _simple(NetworkError, "timed out"),
-    OSError: _simple(NetworkError, "connection error"),
-}
 
 
 def _status_error(status: int, uri: str) -> TransferError:
@@ -110,18 +86,6 @@ def _strong_etag(headers: Mapping[str, str]) -> str | None:
     if not etag or etag.startswith("W/"):
         return None  # weak validators cannot guard byte ranges
     return etag.strip('"')
-
-
-class _Body:
-    def __init__(self, content: aiohttp.StreamReader, uri: str) -> None:
-        self._content = content
-        self._uri = uri
-        self.info: ObjectInfo | None = None
-
-    async def read(self, size_hint: int) -> bytes:
-        del size_hint
-        with map_errors(_ERRORS, uri=self._uri):
-            return await self._content.readany()
 
 
 class HTTPBackend:
@@ -196,7 +160,7 @@ class HTTPBackend:
         return await self._probe(url, (bucket, key))
 
     async def _probe(self, url: str, where: tuple[str, str]) -> ObjectInfo | None:
-        with map_errors(_ERRORS, uri=url):
+        with map_errors(AIOHTTP_ERRORS, uri=url):
             async with self._request("HEAD", url, {}) as response:
                 status, headers, final = response.status, response.headers, response.url
             size = int(headers.get("Content-Length", "-1")) if status == 200 else -1
@@ -261,7 +225,7 @@ class HTTPBackend:
     @asynccontextmanager
     async def open_range(
         self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
-    ) -> AsyncIterator[_Body]:
+    ) -> AsyncIterator[ChunkBody]:
         """See `Backend.open_range`."""
         where = (bucket, info.key)
         url = self._urls.get(where) or f"{self.scheme}://{bucket}/{info.key}"
@@ -272,7 +236,7 @@ class HTTPBackend:
             if validator:
                 # A changed file then answers 200 (the whole new file), not 206.
                 headers["If-Range"] = validator
-        with map_errors(_ERRORS, uri=url):
+        with map_errors(AIOHTTP_ERRORS, uri=url):
             response = await self._request("GET", url, headers).__aenter__()
         try:
             if response.status >= 300:
@@ -290,12 +254,9 @@ class HTTPBackend:
                 if got != expected:
                     msg = f"asked for {expected}, got Content-Range {got!r}"
                     raise IntegrityError(msg, uri=url)
-            yield _Body(response.content, url)
+            yield ChunkBody(response.content, url)
         finally:
-            if response.content.at_eof():
-                response.release()
-            else:
-                response.close()
+            finish(response)
 
     async def aclose(self) -> None:
         """See `Backend.aclose`. Runs to the end even when the caller is cancelled."""

@@ -16,7 +16,6 @@ stored CRCs without a HEAD.
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -54,6 +53,7 @@ from ..errors import (
     map_errors,
 )
 from ..models import ObjectInfo
+from ._aiohttp import AIOHTTP_ERRORS, ChunkBody, finish, simple_error
 from ._s3wire import (
     MAX_ERROR_BODY,
     error_from_body,
@@ -64,7 +64,7 @@ from ._s3wire import (
 from ._sigv4 import Credentials, object_url, sign_get
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
 
     from types_aiobotocore_s3 import S3Client
 
@@ -85,14 +85,6 @@ def _client_error(exc: BaseException, uri: str) -> TransferError:
     return status_error(status, code, str(error.get("Message") or ""), uri=uri)
 
 
-def _simple(kind: type[TransferError], prefix: str) -> Callable[..., TransferError]:
-    def build(exc: BaseException, uri: str) -> TransferError:
-        detail = redact_text(str(exc)) or type(exc).__name__
-        return kind(f"{prefix}: {detail}", uri=uri)
-
-    return build
-
-
 _ERRORS: ErrorTable = {
     ClientError: _client_error,
     NoCredentialsError: lambda exc, uri: AccessDeniedError(
@@ -100,17 +92,14 @@ _ERRORS: ErrorTable = {
         "a profile, IRSA, or awsAnonymousCredential=true)",
         uri=uri,
     ),
-    ParamValidationError: _simple(TransferError, "invalid request"),
-    ReadTimeoutError: _simple(NetworkError, "read timed out"),
-    ConnectTimeoutError: _simple(NetworkError, "connect timed out"),
-    EndpointConnectionError: _simple(NetworkError, "cannot connect"),
-    ConnectionClosedError: _simple(NetworkError, "connection closed"),
-    ResponseStreamingError: _simple(NetworkError, "connection broken"),
-    BotoCoreError: _simple(TransferError, "S3 client error"),
-    aiohttp.ClientPayloadError: _simple(NetworkError, "body cut short"),
-    aiohttp.ClientError: _simple(NetworkError, "connection error"),
-    asyncio.TimeoutError: _simple(NetworkError, "timed out"),
-    OSError: _simple(NetworkError, "connection error"),
+    ParamValidationError: simple_error(TransferError, "invalid request"),
+    ReadTimeoutError: simple_error(NetworkError, "read timed out"),
+    ConnectTimeoutError: simple_error(NetworkError, "connect timed out"),
+    EndpointConnectionError: simple_error(NetworkError, "cannot connect"),
+    ConnectionClosedError: simple_error(NetworkError, "connection closed"),
+    ResponseStreamingError: simple_error(NetworkError, "connection broken"),
+    BotoCoreError: simple_error(TransferError, "S3 client error"),
+    **AIOHTTP_ERRORS,
 }
 
 
@@ -121,27 +110,6 @@ class _Endpoint:
     base: str  # ends with "/": the object URL is base + encoded key
     region: str | None  # signing region; None for anonymous access
     presign: bool  # fall back to botocore's presigner for every request
-
-
-class _Body:
-    """A GET body, read chunk by chunk as aiohttp buffered it.
-
-    `readany` hands over the buffered chunks as they are; reading n bytes at a time
-    would join them into new strings, a copy of every byte. Lengths are checked by
-    the engine (a cut connection raises here), checksums by `verify`.
-    """
-
-    def __init__(
-        self, content: aiohttp.StreamReader, uri: str, info: ObjectInfo | None
-    ) -> None:
-        self._content = content
-        self._uri = uri
-        self.info = info
-
-    async def read(self, size_hint: int) -> bytes:
-        del size_hint
-        with map_errors(_ERRORS, uri=self._uri):
-            return await self._content.readany()
 
 
 class S3Backend:
@@ -355,7 +323,7 @@ class S3Backend:
     @asynccontextmanager
     async def open_range(
         self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
-    ) -> AsyncIterator[_Body]:
+    ) -> AsyncIterator[ChunkBody]:
         """See `Backend.open_range`."""
         client = await self._get_client()
         assert self._http is not None
@@ -390,12 +358,9 @@ class S3Backend:
                 if response.status != 206 or content_range != expected:
                     msg = f"asked for {expected}, got Content-Range {content_range!r}"
                     raise IntegrityError(msg, uri=uri)
-            yield _Body(response.content, uri, got)
+            yield ChunkBody(response.content, uri, got, _ERRORS)
         finally:
-            if response.content.at_eof():
-                response.release()  # back to the pool
-            else:
-                response.close()  # unread bytes: the connection cannot be reused
+            finish(response)
 
     async def _endpoint(self, client: S3Client, bucket: str) -> _Endpoint:
         """The bucket's base URL and signing region, from one botocore presign."""

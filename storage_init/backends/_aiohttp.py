@@ -1,0 +1,87 @@
+"""What every backend that GETs bytes with aiohttp shares.
+
+The error table for aiohttp's exceptions, the body that hands over aiohttp's
+buffered chunks without copying them, and returning a response's connection to the
+pool only when that is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from .._redact import redact_text
+from ..errors import ErrorTable, NetworkError, TransferError, map_errors
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..models import ObjectInfo
+
+__all__ = ["AIOHTTP_ERRORS", "ChunkBody", "finish", "simple_error"]
+
+
+def simple_error(
+    kind: type[TransferError], prefix: str
+) -> Callable[[BaseException, str], TransferError]:
+    """An error-table entry: `kind` with `prefix` and the (redacted) SDK message."""
+
+    def build(exc: BaseException, uri: str) -> TransferError:
+        detail = redact_text(str(exc)) or type(exc).__name__
+        return kind(f"{prefix}: {detail}", uri=uri)
+
+    return build
+
+
+#: aiohttp's failures in our terms: a broken or timed-out connection is a
+#: NetworkError (retried); TLS certificate failures are permanent.
+AIOHTTP_ERRORS: ErrorTable = {
+    aiohttp.ClientConnectorCertificateError: simple_error(
+        TransferError, "TLS certificate verification failed"
+    ),
+    aiohttp.TooManyRedirects: simple_error(TransferError, "too many redirects"),
+    aiohttp.ClientPayloadError: simple_error(NetworkError, "body cut short"),
+    aiohttp.ClientError: simple_error(NetworkError, "connection error"),
+    asyncio.TimeoutError: simple_error(NetworkError, "timed out"),
+    OSError: simple_error(NetworkError, "connection error"),
+}
+
+
+class ChunkBody:
+    """A GET body, read chunk by chunk as aiohttp buffered it.
+
+    `readany` hands over the buffered chunks as they are; reading n bytes at a time
+    would join them into new strings, a copy of every byte. Lengths are checked by
+    the engine (a cut connection raises here), checksums by `verify`.
+    """
+
+    def __init__(
+        self,
+        content: aiohttp.StreamReader,
+        uri: str,
+        info: ObjectInfo | None = None,
+        errors: ErrorTable = AIOHTTP_ERRORS,
+    ) -> None:
+        self._content = content
+        self._uri = uri
+        self._errors = errors
+        self.info = info
+
+    async def read(self, size_hint: int) -> bytes:
+        """See `RangeBody.read`."""
+        del size_hint
+        with map_errors(self._errors, uri=self._uri):
+            return await self._content.readany()
+
+
+def finish(response: aiohttp.ClientResponse) -> None:
+    """Return the connection to the pool if the body was read to its end.
+
+    A connection with unread bytes cannot serve another request: it is closed.
+    """
+    if response.content.at_eof():
+        response.release()
+    else:
+        response.close()
