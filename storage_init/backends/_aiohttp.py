@@ -8,11 +8,13 @@ pool only when that is safe.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import TYPE_CHECKING
 
 import aiohttp
 
 from .._redact import redact_text
+from ..config import READ_BUFFER
 from ..errors import ErrorTable, NetworkError, TransferError, map_errors
 
 if TYPE_CHECKING:
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
 
     from ..models import ObjectInfo
 
-__all__ = ["AIOHTTP_ERRORS", "ChunkBody", "finish", "simple_error"]
+__all__ = ["AIOHTTP_ERRORS", "ChunkBody", "finish", "new_session", "simple_error"]
 
 
 def simple_error(
@@ -74,6 +76,37 @@ class ChunkBody:
         del size_hint
         with map_errors(self._errors, uri=self._uri):
             return await self._content.readany()
+
+
+def new_session(
+    *,
+    max_connections: int,
+    verify: bool | str,
+    connect_timeout: float,
+    read_timeout: float,
+) -> aiohttp.ClientSession:
+    """The session for a backend's GETs.
+
+    Args:
+        max_connections: size of the connection pool.
+        verify: verify TLS certificates (False, True, or a CA bundle path).
+        connect_timeout: seconds to connect.
+        read_timeout: seconds without a byte before a read fails.
+
+    trust_env stays off: it would look up proxies and .netrc in a thread on every
+    request; proxies come from `ProxyConfig`, read once by `from_env`.
+    """
+    tls: ssl.SSLContext | bool = verify is not False
+    if isinstance(verify, str):
+        tls = ssl.create_default_context(cafile=verify)
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=max_connections, ssl=tls),
+        timeout=aiohttp.ClientTimeout(
+            sock_connect=connect_timeout, sock_read=read_timeout
+        ),
+        auto_decompress=False,
+        read_bufsize=READ_BUFFER,
+    )
 
 
 def finish(response: aiohttp.ClientResponse) -> None:

@@ -15,16 +15,14 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import ssl
 from contextlib import asynccontextmanager, suppress
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Self
 
-import aiohttp
 import anyio
 import yarl
 
-from ..config import READ_BUFFER, HTTPOptions, ProxyConfig
+from ..config import HTTPOptions, ProxyConfig
 from ..errors import (
     AccessDeniedError,
     IntegrityError,
@@ -35,10 +33,12 @@ from ..errors import (
     map_errors,
 )
 from ..models import ObjectInfo
-from ._aiohttp import AIOHTTP_ERRORS, ChunkBody, finish
+from ._aiohttp import AIOHTTP_ERRORS, ChunkBody, finish, new_session
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
+
+    import aiohttp
 
     from ..config import StorageConfig
 
@@ -126,16 +126,14 @@ class HTTPBackend:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
             opts = self._options
-            tls: ssl.SSLContext | bool = opts.verify_ssl
+            verify: bool | str = opts.verify_ssl
             if opts.verify_ssl and opts.ca_bundle:
-                tls = ssl.create_default_context(cafile=opts.ca_bundle)
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections, ssl=tls),
-                timeout=aiohttp.ClientTimeout(
-                    sock_connect=opts.connect_timeout, sock_read=opts.read_timeout
-                ),
-                auto_decompress=False,
-                read_bufsize=READ_BUFFER,
+                verify = opts.ca_bundle
+            self._session = new_session(
+                max_connections=self._max_connections,
+                verify=verify,
+                connect_timeout=opts.connect_timeout,
+                read_timeout=opts.read_timeout,
             )
         return self._session
 

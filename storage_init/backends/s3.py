@@ -16,13 +16,11 @@ stored CRCs without a HEAD.
 
 from __future__ import annotations
 
-import ssl
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import parse_qs
 
-import aiohttp
 import anyio
 import yarl
 from aiobotocore.config import AioConfig
@@ -41,7 +39,7 @@ from botocore.exceptions import (
 )
 
 from .._redact import redact_text
-from ..config import READ_BUFFER, ProxyConfig
+from ..config import ProxyConfig
 from ..errors import (
     AccessDeniedError,
     ConfigError,
@@ -53,7 +51,13 @@ from ..errors import (
     map_errors,
 )
 from ..models import ObjectInfo
-from ._aiohttp import AIOHTTP_ERRORS, ChunkBody, finish, simple_error
+from ._aiohttp import (
+    AIOHTTP_ERRORS,
+    ChunkBody,
+    finish,
+    new_session,
+    simple_error,
+)
 from ._s3wire import (
     MAX_ERROR_BODY,
     error_from_body,
@@ -66,6 +70,7 @@ from ._sigv4 import Credentials, object_url, sign_get
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    import aiohttp
     from types_aiobotocore_s3 import S3Client
 
     from ..config import S3Options, StorageConfig
@@ -194,20 +199,12 @@ class S3Backend:
         return kwargs
 
     def _http_session(self) -> aiohttp.ClientSession:
-        verify = self._verify()
-        tls: ssl.SSLContext | bool = verify is not False
-        if isinstance(verify, str):
-            tls = ssl.create_default_context(cafile=verify)
         opts = self._options
-        # trust_env stays off: it would look up proxies and .netrc in a thread on
-        # every request. Proxies come from ProxyConfig, read once by from_env.
-        return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._max_connections, ssl=tls),
-            timeout=aiohttp.ClientTimeout(
-                sock_connect=opts.connect_timeout, sock_read=opts.read_timeout
-            ),
-            auto_decompress=False,
-            read_bufsize=READ_BUFFER,
+        return new_session(
+            max_connections=self._max_connections,
+            verify=self._verify(),
+            connect_timeout=opts.connect_timeout,
+            read_timeout=opts.read_timeout,
         )
 
     async def _get_client(self) -> S3Client:
