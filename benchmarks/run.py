@@ -28,6 +28,7 @@ from pathlib import Path
 
 from benchmarks.measure import Measured, run_measured
 from benchmarks.seed import make_model, make_small_files, seed_s5cmd, seed_sdk
+from storage_init.manifest import MANIFEST_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -71,9 +72,16 @@ class Run:
 
 
 def _identical(source: Path, dest: Path) -> bool:
-    """Whether `dest` holds exactly the files of `source`, byte for byte."""
+    """Whether `dest` holds exactly the files of `source`, byte for byte.
+
+    storage-init's manifest (a hidden file it keeps for reruns) is not compared.
+    """
     want = sorted(p.relative_to(source) for p in source.rglob("*") if p.is_file())
-    got = sorted(p.relative_to(dest) for p in dest.rglob("*") if p.is_file())
+    got = sorted(
+        p.relative_to(dest)
+        for p in dest.rglob("*")
+        if p.is_file() and p.name != MANIFEST_NAME
+    )
     if want != got:
         return False
     for rel in want:

@@ -27,17 +27,16 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
 
+from ._local import make_dirs, open_temp, prepare_dest, sweep_partials
 from ._paths import is_selected, safe_relative
 from ._plan import ByteRange, plan_ranges
-from ._resume import JOURNAL_SUFFIX, RangeJournal, resume_token
+from ._resume import resume_token
 from ._retry import RetryBudget
 from .archive import extract, is_archive
 from .errors import (
@@ -56,11 +55,13 @@ from .models import (
     VerifyMode,
 )
 from .verify import Check, FileDigest, choose_check
-from .writer import PARTIAL_SUFFIX, TempFile, local_error
+from .writer import TempFile
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
+    from pathlib import Path
 
+    from ._resume import RangeJournal
     from .backends._base import Backend, RangeBody
     from .config import StorageConfig
     from .uri import ObjectURI
@@ -194,7 +195,7 @@ class Engine:
         started = time.monotonic()
         files: list[FileReport] = []
         manifest = Manifest(pair.dest, pair.uri.display)
-        await anyio.to_thread.run_sync(_prepare_dest, pair.dest, manifest)
+        await anyio.to_thread.run_sync(prepare_dest, pair.dest, manifest)
         try:
             async with anyio.create_task_group() as tg:
                 async for rel, info in self._resolve(pair):
@@ -215,7 +216,7 @@ class Engine:
             manifest.close()
             raise
         await anyio.to_thread.run_sync(manifest.compact)
-        await anyio.to_thread.run_sync(_sweep_partials, pair.dest)
+        await anyio.to_thread.run_sync(sweep_partials, pair.dest)
         files.sort(key=lambda f: f.path)
         unpacked = 0
         if self._cfg.extract_archives and len(files) == 1 and is_archive(files[0].path):
@@ -320,7 +321,7 @@ class Engine:
         path = safe_relative(rel, uri=uri)
         final = pair.dest.joinpath(path)
         if rel.endswith("/"):
-            await anyio.to_thread.run_sync(_make_dirs, final)
+            await anyio.to_thread.run_sync(make_dirs, final)
             return None
         cfg = self._cfg
         backend = pair.backend
@@ -358,7 +359,7 @@ class Engine:
             if not small and resume and info.etag:
                 token = resume_token(info.etag, info.size, ranges)
             temp, job.journal = await anyio.to_thread.run_sync(
-                _open_temp, final, info.size, not small, token
+                open_temp, final, info.size, not small, token
             )
             job.temp = temp
             self._dirs.add(final.parent)
@@ -571,56 +572,3 @@ class Engine:
             buffers, pending = [], 0
             if not data:
                 return
-
-
-def _prepare_dest(dest: Path, manifest: Manifest) -> None:
-    """Load the manifest; delete temp files a killed run left that cannot resume."""
-    manifest.load()
-    journal_suffix = PARTIAL_SUFFIX + JOURNAL_SUFFIX
-    for root, _, names in os.walk(dest):
-        present = set(names)
-        for name in names:
-            if name.endswith(PARTIAL_SUFFIX):
-                orphan = name + JOURNAL_SUFFIX not in present
-            elif name.endswith(journal_suffix):
-                orphan = name.removesuffix(JOURNAL_SUFFIX) not in present
-            else:
-                continue
-            if orphan and name.startswith("."):
-                Path(root, name).unlink(missing_ok=True)
-
-
-def _sweep_partials(dest: Path) -> None:
-    """After a pair completed: delete resumable leftovers no file claimed."""
-    suffixes = (PARTIAL_SUFFIX, PARTIAL_SUFFIX + JOURNAL_SUFFIX)
-    for root, _, names in os.walk(dest):
-        for name in names:
-            if name.startswith(".") and name.endswith(suffixes):
-                Path(root, name).unlink(missing_ok=True)
-
-
-def _make_dirs(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise local_error(exc, path) from exc
-
-
-def _open_temp(
-    final: Path, size: int, preallocate: bool, token: str | None
-) -> tuple[TempFile, RangeJournal | None]:
-    """Create `final`'s directories and temp file, and load its journal (blocking).
-
-    With a `token`, a temp file left by a killed run is reopened together with the
-    journal of its completed ranges.
-    """
-    _make_dirs(final.parent)
-    temp = TempFile(final, size, preallocate=preallocate, token=token)
-    if token is None:
-        return temp, None
-    journal = RangeJournal(temp.path.with_name(temp.path.name + JOURNAL_SUFFIX), token)
-    if temp.reopened:
-        journal.load()
-    else:
-        journal.remove()
-    return temp, journal

@@ -1,0 +1,71 @@
+"""Housekeeping of destination directories: temp files, journals, directories.
+
+Everything here blocks; the engine calls it through `anyio.to_thread.run_sync`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ._resume import JOURNAL_SUFFIX, RangeJournal
+from .writer import PARTIAL_SUFFIX, TempFile, local_error
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
+
+__all__ = ["make_dirs", "open_temp", "prepare_dest", "sweep_partials"]
+
+
+def prepare_dest(dest: Path, manifest: Manifest) -> None:
+    """Load the manifest; delete temp files a killed run left that cannot resume."""
+    manifest.load()
+    journal_suffix = PARTIAL_SUFFIX + JOURNAL_SUFFIX
+    for root, _, names in os.walk(dest):
+        present = set(names)
+        for name in names:
+            if name.endswith(PARTIAL_SUFFIX):
+                orphan = name + JOURNAL_SUFFIX not in present
+            elif name.endswith(journal_suffix):
+                orphan = name.removesuffix(JOURNAL_SUFFIX) not in present
+            else:
+                continue
+            if orphan and name.startswith("."):
+                Path(root, name).unlink(missing_ok=True)
+
+
+def sweep_partials(dest: Path) -> None:
+    """After a pair completed: delete resumable leftovers no file claimed."""
+    suffixes = (PARTIAL_SUFFIX, PARTIAL_SUFFIX + JOURNAL_SUFFIX)
+    for root, _, names in os.walk(dest):
+        for name in names:
+            if name.startswith(".") and name.endswith(suffixes):
+                Path(root, name).unlink(missing_ok=True)
+
+
+def make_dirs(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise local_error(exc, path) from exc
+
+
+def open_temp(
+    final: Path, size: int, preallocate: bool, token: str | None
+) -> tuple[TempFile, RangeJournal | None]:
+    """Create `final`'s directories and temp file, and load its journal (blocking).
+
+    With a `token`, a temp file left by a killed run is reopened together with the
+    journal of its completed ranges.
+    """
+    make_dirs(final.parent)
+    temp = TempFile(final, size, preallocate=preallocate, token=token)
+    if token is None:
+        return temp, None
+    journal = RangeJournal(temp.path.with_name(temp.path.name + JOURNAL_SUFFIX), token)
+    if temp.reopened:
+        journal.load()
+    else:
+        journal.remove()
+    return temp, journal
