@@ -34,7 +34,7 @@ if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   # pip >= 25.1 installs PEP 735 dependency groups (--group).
   .venv/bin/python -m pip install -q --disable-pip-version-check -U 'pip>=25.1' 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[s3]' --group test --group lint 2>&1 \
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[s3,gcs]' --group test --group lint 2>&1 \
     | grep -v '^WARNING: Location' || true
   .venv/bin/python -c 'import storage_init, aiobotocore, pytest, mypy' 
   rm -f .venv/.bootstrap-*; touch "$stamp"

@@ -11,6 +11,7 @@ from ._version import __version__ as __version__
 from .api import download as download
 from .api import download_many as download_many
 from .backends.memory import MemoryBackend as MemoryBackend
+from .config import GCSOptions as GCSOptions
 from .config import HTTPOptions as HTTPOptions
 from .config import RetryConfig as RetryConfig
 from .config import S3Options as S3Options
@@ -44,6 +45,7 @@ __all__ = (
     "ConfigError",
     "DownloadReport",
     "FileReport",
+    "GCSOptions",
     "HTTPOptions",
     "IntegrityError",
     "InvalidURIError",

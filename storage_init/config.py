@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 __all__ = [
+    "GCSOptions",
     "HTTPOptions",
     "ProxyConfig",
     "RetryConfig",
@@ -221,6 +222,31 @@ class S3Options:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GCSOptions:
+    """Options of the gs:// backend.
+
+    Attributes:
+        emulator_host: STORAGE_EMULATOR_HOST (``http://host:port``): the API root of
+            an emulator; no credentials are sent to it.
+        credentials_file: GOOGLE_APPLICATION_CREDENTIALS, a service account file.
+            Without it gcloud-aio-auth looks for default credentials (the gcloud
+            file, the metadata server); if none is found, reads are anonymous, as
+            with KServe.
+        anonymous: never send credentials (public buckets).
+        verify_ssl: verify TLS certificates.
+        connect_timeout: seconds to connect.
+        read_timeout: seconds without a byte before a read fails.
+    """
+
+    emulator_host: str | None = None
+    credentials_file: str | None = None
+    anonymous: bool = False
+    verify_ssl: bool = True
+    connect_timeout: float = 15.0
+    read_timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HTTPOptions:
     """Options of the http(s):// backend.
 
@@ -293,6 +319,7 @@ class StorageConfig:
     Attributes:
         transfer: engine knobs.
         s3: options of the S3 backend.
+        gcs: options of the GCS backend.
         http: options of the http(s) backend.
         proxy: proxies for the requests storage-init sends itself (the SDKs read
             the same variables themselves).
@@ -304,6 +331,7 @@ class StorageConfig:
 
     transfer: TransferConfig = field(default_factory=TransferConfig)
     s3: S3Options = field(default_factory=S3Options)
+    gcs: GCSOptions = field(default_factory=GCSOptions)
     http: HTTPOptions = field(default_factory=HTTPOptions)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     allow_patterns: tuple[str, ...] = ()
@@ -436,6 +464,16 @@ def _s3_options(environ: Mapping[str, str], spec: Mapping[str, Any]) -> S3Option
     )
 
 
+def _gcs_options(environ: Mapping[str, str]) -> GCSOptions:
+    host = (environ.get("STORAGE_EMULATOR_HOST") or "").strip().rstrip("/") or None
+    if host and "://" not in host:
+        host = f"http://{host}"
+    return GCSOptions(
+        emulator_host=host,
+        credentials_file=environ.get("GOOGLE_APPLICATION_CREDENTIALS") or None,
+    )
+
+
 def _http_options(environ: Mapping[str, str]) -> HTTPOptions:
     headers: dict[str, Mapping[str, str]] = {}
     for name, raw in environ.items():
@@ -525,6 +563,7 @@ def from_env(environ: Mapping[str, str]) -> StorageConfig:
     return StorageConfig(
         transfer=_transfer(environ),
         s3=_s3_options(environ, spec),
+        gcs=_gcs_options(environ),
         http=_http_options(environ),
         proxy=proxy,
         allow_patterns=_patterns(environ, "STORAGE_ALLOW_PATTERNS"),

@@ -138,3 +138,39 @@ def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HTTPServer
             )
     finally:
         shutil.rmtree(state, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class GCSServer:
+    """fake-gcs-server on 127.0.0.1."""
+
+    host: str
+    bucket: str
+
+    def put(self, name: str, data: bytes) -> None:
+        """Upload an object through the JSON API, as a client would."""
+        import urllib.parse
+        import urllib.request
+
+        url = (
+            f"{self.host}/upload/storage/v1/b/{self.bucket}/o?uploadType=media"
+            f"&name={urllib.parse.quote(name, safe='')}"
+        )
+        request = urllib.request.Request(
+            url,
+            data=data,
+            method="POST",
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            response.read()
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GCSServer]:
+    """fake-gcs-server, started once per test session by the project's own script."""
+    state = tmp_path_factory.mktemp("fake-gcs")
+    with run_server("gcs_fake.sh", state) as values:
+        yield GCSServer(
+            host=values["STORAGE_EMULATOR_HOST"], bucket=values["GCS_BUCKET"]
+        )

@@ -20,13 +20,14 @@ __all__ = ["SCHEMES", "backend_class"]
 #: scheme -> (module:class, extra, the import that the extra provides)
 SCHEMES: dict[str, tuple[str, str, str]] = {
     "s3": ("storage_init.backends.s3:S3Backend", "s3", "aiobotocore"),
+    "gs": ("storage_init.backends.gcs:GCSBackend", "gcs", "gcloud.aio.storage"),
     "http": ("storage_init.backends.http:PlainHTTPBackend", "", ""),
     "https": ("storage_init.backends.http:HTTPBackend", "", ""),
     "memory": ("storage_init.backends.memory:MemoryBackend", "", ""),
 }
 
 #: Schemes KServe accepts that this version cannot download yet.
-_PLANNED = ("gs", "az", "hf", "oci", "hdfs", "webhdfs")
+_PLANNED = ("az", "hf", "oci", "hdfs", "webhdfs")
 
 
 def backend_class(scheme: str, uri: str = "") -> type[Backend]:

@@ -36,7 +36,7 @@ class TestUsage:
         ("argv", "text"),
         [
             pytest.param(["ftp://h/x", "DEST"], "unsupported scheme", id="scheme"),
-            pytest.param(["gs://b/x", "DEST"], "not supported yet", id="planned"),
+            pytest.param(["az://b/x", "DEST"], "not supported yet", id="planned"),
             pytest.param(
                 ["s3://b/x", "DEST", "--part-size", "1k"], "part_size", id="part-size"
             ),
