@@ -75,6 +75,7 @@ class FaultProxy:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -84,9 +85,14 @@ class FaultProxy:
         self.port = self._server.sockets[0].getsockname()[1]
         self._ready.set()
         self._loop.run_forever()
-        # Connections still open when the test ends are dropped with the loop.
-        for task in asyncio.all_tasks(self._loop):
+        # Connections still open when the test ends are closed before the loop is,
+        # so that no transport is left for the garbage collector to complain about.
+        tasks = asyncio.all_tasks(self._loop)
+        for task in tasks:
             task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        for writer in self._writers:
+            writer.transport.abort()
         self._loop.run_until_complete(asyncio.sleep(0))
 
     async def _upload(
@@ -154,6 +160,7 @@ class FaultProxy:
     async def _handle(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        self._writers.add(writer)
         faults = self.faults
         if faults.refuse > 0:
             faults.refuse -= 1
@@ -174,6 +181,7 @@ class FaultProxy:
         except OSError:
             writer.close()
             return
+        self._writers.add(up_writer)
         await asyncio.gather(
             self._upload(reader, up_writer), self._download(up_reader, writer)
         )
@@ -186,6 +194,7 @@ class FaultProxy:
         async def close() -> None:
             assert self._server is not None
             self._server.close()
+            await self._server.wait_closed()
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
