@@ -1,7 +1,8 @@
 """The library entry points: `download` and `download_many`.
 
 Both are coroutines that run inside the caller's event loop (asyncio): no
-`asyncio.run`, no thread left behind after they return, no environment read.
+`asyncio.run`, no environment read, and no thread of their own: blocking file work
+runs on the loop's anyio worker threads, which end with the loop.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ._logging import configure_logging
+from ._redact import redact_text
 from ._progress import ProgressPrinter
 from ._version import __version__
 from .api import download_many
@@ -259,7 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(error, KeyboardInterrupt):
             return EXIT_SIGINT
         code = _exit_code(error)
-        message = str(error) if isinstance(error, StorageInitError) else repr(error)
+        message = redact_text(
+            str(error) if isinstance(error, StorageInitError) else repr(error)
+        )
         # The traceback only with --debug: an error is one line otherwise.
         log.error("%s", message, exc_info=debug)  # noqa: TRY400
         _termination_message(message)
@@ -277,6 +280,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             _write_report(args.report, reports, seconds)
         except OSError as exc:
-            log.exception("cannot write the report %s: %s", args.report, exc.strerror)
+            log.error("cannot write the report %s: %s", args.report, exc.strerror)  # noqa: TRY400
             return EXIT_FAILED
     return EXIT_OK
