@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ._logging import configure_logging
-from ._redact import redact_text
 from ._progress import ProgressPrinter
+from ._redact import redact_text
 from ._version import __version__
 from .api import download_many
 from .config import StorageConfig, from_env, parse_size, parse_verify
