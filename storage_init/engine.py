@@ -215,12 +215,19 @@ class Engine:
         except BaseException:
             manifest.close()
             raise
-        await anyio.to_thread.run_sync(manifest.compact)
-        await anyio.to_thread.run_sync(sweep_partials, pair.dest)
         files.sort(key=lambda f: f.path)
         unpacked = 0
-        if self._cfg.extract_archives and len(files) == 1 and is_archive(files[0].path):
+        if (
+            self._cfg.extract_archives
+            and len(files) == 1
+            and is_archive(files[0].path)
+            and not files[0].verification.startswith("unchanged")
+        ):
             unpacked = await self._unpack(pair, files[0])
+            # The archive is gone; the entry now vouches for what it unpacked.
+            manifest.mark_unpacked(files[0].path)
+        await anyio.to_thread.run_sync(manifest.compact)
+        await anyio.to_thread.run_sync(sweep_partials, pair.dest)
         reports[index] = DownloadReport(
             source=pair.uri.display,
             destination=str(pair.dest),

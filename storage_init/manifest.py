@@ -4,7 +4,8 @@ Every file renamed into place is recorded, as one JSON line, in
 ``DEST/.storage-init-manifest.jsonl``: path, size, ETag, how it was verified, and
 the local file's size and mtime when it was written. A rerun skips a listed object
 whose size and ETag match its entry while the local file still has the recorded
-size and mtime; anything else is downloaded again. The name starts with a dot, so
+size and mtime; anything else is downloaded again. An archive that was unpacked (and
+deleted) is skipped on the strength of its entry alone. The name starts with a dot, so
 model servers that list or glob the directory do not see it; Hugging Face, vLLM,
 TGI and Triton all ignore hidden files.
 
@@ -14,6 +15,7 @@ one skip what was finished; a run that completes rewrites the manifest compactly
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -42,6 +44,8 @@ class Entry:
     verification: str
     verified: bool
     mtime_ns: int
+    #: The file was an archive, unpacked into the destination and deleted.
+    unpacked: bool = False
 
     def as_json(self) -> str:
         """One manifest line, without the newline."""
@@ -54,6 +58,7 @@ class Entry:
                 "verification": self.verification,
                 "verified": self.verified,
                 "mtime_ns": self.mtime_ns,
+                "unpacked": self.unpacked,
             },
             ensure_ascii=False,
         )
@@ -70,6 +75,7 @@ def _parse(line: str) -> Entry | None:
             verification=str(data["verification"]),
             verified=bool(data["verified"]),
             mtime_ns=int(data["mtime_ns"]),
+            unpacked=bool(data.get("unpacked", False)),
         )
     except (ValueError, KeyError, TypeError):
         return None
@@ -128,6 +134,11 @@ class Manifest:
             return None
         if entry.size != info.size or (strict and not entry.verified):
             return None
+        if entry.unpacked:
+            # An archive unpacked by an earlier run: the same version is in place
+            # (``--force`` downloads and unpacks it again).
+            self._current[rel] = entry
+            return entry
         try:
             stat = local.stat()
         except OSError:
@@ -161,6 +172,12 @@ class Manifest:
             log.warning("cannot update the manifest %s: %s", self.path, exc.strerror)
             return
         self._current[report.path] = entry
+
+    def mark_unpacked(self, rel: str) -> None:
+        """Record that the archive at `rel` was unpacked, then deleted."""
+        entry = self._current.get(rel)
+        if entry is not None:
+            self._current[rel] = dataclasses.replace(entry, unpacked=True)
 
     def close(self) -> None:
         """Stop appending (after a failure, the appended lines stay)."""

@@ -81,6 +81,20 @@ class TestExtract:
         assert _files(tmp_path) == dict(members)
         assert not (tmp_path / name).exists()
 
+    async def test_rerun_skips_an_unpacked_archive(self, tmp_path) -> None:
+        """A rerun neither downloads nor unpacks the same archive version again."""
+        store = MemoryBackend()
+        store.put("b", "m.tgz", _tar([("a", b"1")]))
+        await download("memory://b/m.tgz", tmp_path, backends={"memory": store})
+        requests = store.requests
+        report = await download(
+            "memory://b/m.tgz", tmp_path, backends={"memory": store}
+        )
+        assert report.unpacked == 0
+        assert report.files[0].verification.startswith("unchanged")
+        assert store.requests - requests == 1  # the stat only
+        assert _files(tmp_path) == {"a": b"1"}
+
     async def test_extraction_can_be_turned_off(self, tmp_path) -> None:
         """With extract_archives off the archive is kept as downloaded."""
         store = MemoryBackend()
