@@ -38,6 +38,32 @@ RESULTS = ROOT / "benchmarks" / "results"
 Command = Callable[[str, Path, Mapping[str, str]], list[str]]
 
 
+PEERS = WORK / "peers"
+#: Peers installed in virtualenvs of their own: name -> pip requirement.
+PEER_REQUIREMENTS = {
+    "kserve": "kserve-storage==0.21.0",
+    "boto3": "boto3",
+    "plot": "matplotlib",
+}
+
+
+def _plot_python() -> str:
+    return _peer_python("plot")
+
+
+def _peer_python(name: str) -> str:
+    """The python of a peer's own virtualenv, made on first use."""
+    venv = PEERS / name
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", PEER_REQUIREMENTS[name]],
+            check=True,
+        )
+    return str(python)
+
+
 def storage_init_cmd(url: str, dest: Path, env: Mapping[str, str]) -> list[str]:
     del env
     return [str(BIN / "storage-init"), "--quiet", url, str(dest)]
@@ -54,7 +80,54 @@ def s5cmd_cmd(url: str, dest: Path, env: Mapping[str, str]) -> list[str]:
     ]
 
 
-TOOLS: dict[str, Command] = {"storage-init": storage_init_cmd, "s5cmd": s5cmd_cmd}
+def kserve_cmd(url: str, dest: Path, env: Mapping[str, str]) -> list[str]:
+    del env
+    script = str(ROOT / "benchmarks" / "kserve_download.py")
+    return [_peer_python("kserve"), script, url, str(dest)]
+
+
+def boto3_cmd(mode: str) -> Command:
+    def command(url: str, dest: Path, env: Mapping[str, str]) -> list[str]:
+        del env
+        script = str(ROOT / "benchmarks" / "boto3_download.py")
+        return [_peer_python("boto3"), script, url, str(dest), mode]
+
+    return command
+
+
+def rclone_cmd(url: str, dest: Path, env: Mapping[str, str]) -> list[str]:
+    # rclone 1.60 cannot use AWS_CA_BUNDLE with plain http: env -u drops it.
+    remote = "weed:" + url.removeprefix("s3://")
+    return [
+        "env",
+        "-u",
+        "AWS_CA_BUNDLE",
+        "RCLONE_CONFIG_WEED_TYPE=s3",
+        "RCLONE_CONFIG_WEED_PROVIDER=SeaweedFS",
+        f"RCLONE_CONFIG_WEED_ACCESS_KEY_ID={env['AWS_ACCESS_KEY_ID']}",
+        f"RCLONE_CONFIG_WEED_SECRET_ACCESS_KEY={env['AWS_SECRET_ACCESS_KEY']}",
+        f"RCLONE_CONFIG_WEED_ENDPOINT={env['AWS_ENDPOINT_URL']}",
+        "RCLONE_CONFIG_WEED_REGION=us-east-1",
+        "rclone",
+        "--config",
+        "/dev/null",
+        "copy",
+        remote,
+        str(dest),
+    ]
+
+
+#: Every tool with its default settings; boto3 also with its documented tuning for
+#: many objects (eight at once). boto3's CRT transfer client is left out: against
+#: SeaweedFS it failed with AWS_IO_SOCKET_CLOSED (not investigated).
+TOOLS: dict[str, Command] = {
+    "storage-init": storage_init_cmd,
+    "s5cmd": s5cmd_cmd,
+    "kserve-storage": kserve_cmd,
+    "boto3": boto3_cmd("default"),
+    "boto3-8-threads": boto3_cmd("threads"),
+    "rclone": rclone_cmd,
+}
 
 
 @dataclass(frozen=True)
@@ -152,12 +225,13 @@ def _median_range(values: list[float]) -> str:
 
 
 def _table(runs: list[Run], seeds: list[str]) -> str:
+    tools = list(dict.fromkeys(r.tool for r in runs))
     lines = [
-        "| seed | tool | wall s | CPU s | peak RSS MiB | identical |",
+        "| workload, upload style | tool | wall s | CPU s | peak RSS MiB | identical |",
         "|---|---|---|---|---|---|",
     ]
     for seed in seeds:
-        for tool in TOOLS:
+        for tool in tools:
             rs = [r for r in runs if r.seed == seed and r.tool == tool]
             if not rs:
                 continue
@@ -165,24 +239,28 @@ def _table(runs: list[Run], seeds: list[str]) -> str:
                 f"| {seed} | {tool} | {_median_range([r.wall for r in rs])} | "
                 f"{_median_range([r.cpu for r in rs])} | "
                 f"{_median_range([r.max_rss_mib for r in rs])} | "
-                f"{all(r.identical for r in rs)} |"
+                f"{all(r.identical and r.code == 0 for r in rs)} |"
             )
+    peers = [t for t in tools if t != "storage-init"]
     lines += [
         "",
-        "| seed | storage-init / s5cmd wall | storage-init / s5cmd CPU |",
-        "|---|---|---|",
+        "storage-init's median wall time divided by each peer's (below 1: faster):",
+        "",
+        "| workload, upload style | " + " | ".join(peers) + " |",
+        "|---|" + "---|" * len(peers),
     ]
     for seed in seeds:
-        si = [r for r in runs if r.seed == seed and r.tool == "storage-init"]
-        s5 = [r for r in runs if r.seed == seed and r.tool == "s5cmd"]
-        if si and s5:
-            wall = statistics.median(r.wall for r in si) / statistics.median(
-                r.wall for r in s5
+        ours = [r.wall for r in runs if r.seed == seed and r.tool == "storage-init"]
+        cells = []
+        for peer in peers:
+            theirs = [r.wall for r in runs if r.seed == seed and r.tool == peer]
+            ok = ours and theirs
+            cells.append(
+                f"{statistics.median(ours) / statistics.median(theirs):.2f}"
+                if ok
+                else "-"
             )
-            cpu = statistics.median(r.cpu for r in si) / statistics.median(
-                r.cpu for r in s5
-            )
-            lines.append(f"| {seed} | {wall:.2f} | {cpu:.2f} |")
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -191,11 +269,21 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--shard-mib", type=int, default=1024)
     parser.add_argument(
-        "--quick", action="store_true", help="2 runs of 2 x 128 MiB shards"
+        "--quick",
+        action="store_true",
+        help="1 run of 2 x 64 MiB shards, storage-init and s5cmd (about a minute)",
+    )
+    parser.add_argument(
+        "--tools", default=",".join(TOOLS), help="comma-separated tools to run"
     )
     args = parser.parse_args()
+    tools = [t for t in args.tools.split(",") if t]
     if args.quick:
-        args.runs, args.shard_mib = 2, 128
+        args.runs, args.shard_mib = 1, 64
+        tools = ["storage-init", "s5cmd"]
+    unknown = set(tools) - set(TOOLS)
+    if unknown:
+        parser.error(f"unknown tools: {', '.join(sorted(unknown))}")
     WORK.mkdir(exist_ok=True)
     model = make_model(
         WORK / f"model-{args.shard_mib}", shard_bytes=args.shard_mib << 20, shards=2
@@ -224,7 +312,7 @@ def main() -> int:
         env = _start_server()
         runs: list[Run] = []
         for rnd in range(args.runs):
-            order = list(TOOLS) if rnd % 2 == 0 else list(reversed(TOOLS))
+            order = tools if rnd % 2 == 0 else list(reversed(tools))
             for seed_name, url in urls.items():
                 for tool in order:
                     dest = WORK / "out"
@@ -279,6 +367,16 @@ def main() -> int:
         f"{machine['server']}.\n\n"
     )
     (RESULTS / "latest.md").write_text(header + table)
+    chart = RESULTS / "latest.png"
+    subprocess.run(
+        [
+            _plot_python(),
+            str(ROOT / "benchmarks" / "chart.py"),
+            str(RESULTS / "latest.json"),
+            str(chart),
+        ],
+        check=False,
+    )
     print(header + table)
     return 0
 
