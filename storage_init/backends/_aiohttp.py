@@ -15,14 +15,42 @@ import aiohttp
 
 from .._redact import redact_text
 from ..config import READ_BUFFER
-from ..errors import ErrorTable, NetworkError, TransferError, map_errors
+from ..errors import (
+    ErrorTable,
+    IntegrityError,
+    NetworkError,
+    TransferError,
+    map_errors,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..models import ObjectInfo
 
-__all__ = ["AIOHTTP_ERRORS", "ChunkBody", "finish", "new_session", "simple_error"]
+__all__ = [
+    "AIOHTTP_ERRORS",
+    "ChunkBody",
+    "WholeObjects",
+    "check_range",
+    "finish",
+    "new_session",
+    "simple_error",
+]
+
+
+class WholeObjects:
+    """Defaults for stores whose listings say all, and that keep no upload parts."""
+
+    async def describe(self, bucket: str, info: ObjectInfo) -> ObjectInfo:
+        """See `Backend.describe`: the listing (or `stat`) already said everything."""
+        del bucket
+        return info
+
+    async def part_sizes(self, bucket: str, info: ObjectInfo) -> list[int]:
+        """See `Backend.part_sizes`: one part, the whole object."""
+        del bucket
+        return [info.size]
 
 
 def simple_error(
@@ -107,6 +135,21 @@ def new_session(
         auto_decompress=False,
         read_bufsize=READ_BUFFER,
     )
+
+
+def check_range(
+    response: aiohttp.ClientResponse, start: int, end: int, size: int, uri: str
+) -> None:
+    """Check that a ranged GET answered 206 with exactly bytes ``[start, end)``.
+
+    Raises:
+        IntegrityError: any other status or Content-Range.
+    """
+    expected = f"bytes {start}-{end - 1}/{size}"
+    got = response.headers.get("Content-Range")
+    if response.status != 206 or got != expected:
+        msg = f"asked for {expected}, got {response.status} Content-Range {got!r}"
+        raise IntegrityError(msg, uri=uri)
 
 
 def finish(response: aiohttp.ClientResponse) -> None:

@@ -36,7 +36,14 @@ from ..errors import (
     map_errors,
 )
 from ..models import ObjectInfo
-from ._aiohttp import AIOHTTP_ERRORS, ChunkBody, finish, new_session
+from ._aiohttp import (
+    AIOHTTP_ERRORS,
+    ChunkBody,
+    WholeObjects,
+    check_range,
+    finish,
+    new_session,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -98,7 +105,7 @@ def _info(item: Mapping[str, Any]) -> ObjectInfo:
     )
 
 
-class GCSBackend:
+class GCSBackend(WholeObjects):
     """The GCS backend: one gcloud-aio Storage client and one aiohttp session.
 
     Args:
@@ -198,16 +205,6 @@ class GCSBackend:
                 return
             params = {**params, "pageToken": token}
 
-    async def describe(self, bucket: str, info: ObjectInfo) -> ObjectInfo:
-        """See `Backend.describe`: listings already carry CRC32C and generation."""
-        del bucket
-        return info
-
-    async def part_sizes(self, bucket: str, info: ObjectInfo) -> list[int]:
-        """See `Backend.part_sizes`: GCS objects have no parts to align to."""
-        del bucket
-        return [info.size]
-
     @asynccontextmanager
     async def open_range(
         self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
@@ -239,11 +236,7 @@ class GCSBackend:
                 msg = f"generation {served} served, {info.etag} listed"
                 raise ObjectChangedError(msg, uri=uri)
             if not whole:
-                expected = f"bytes {start}-{end - 1}/{info.size}"
-                got = response.headers.get("Content-Range")
-                if response.status != 206 or got != expected:
-                    msg = f"asked for {expected}, got Content-Range {got!r}"
-                    raise IntegrityError(msg, uri=uri)
+                check_range(response, start, end, info.size, uri)
             yield ChunkBody(response.content, uri, None, _ERRORS)
         finally:
             finish(response)

@@ -33,7 +33,14 @@ from ..errors import (
     map_errors,
 )
 from ..models import ObjectInfo
-from ._aiohttp import AIOHTTP_ERRORS, ChunkBody, finish, new_session
+from ._aiohttp import (
+    AIOHTTP_ERRORS,
+    ChunkBody,
+    WholeObjects,
+    check_range,
+    finish,
+    new_session,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -88,7 +95,7 @@ def _strong_etag(headers: Mapping[str, str]) -> str | None:
     return etag.strip('"')
 
 
-class HTTPBackend:
+class HTTPBackend(WholeObjects):
     """Single files over https (`PlainHTTPBackend`: http).
 
     Args:
@@ -210,16 +217,6 @@ class HTTPBackend:
         raise ObjectNotFoundError(msg, uri=f"{self.scheme}://{bucket}/{prefix}")
         yield  # type: ignore[unreachable]  # makes this an async generator
 
-    async def describe(self, bucket: str, info: ObjectInfo) -> ObjectInfo:
-        """See `Backend.describe`: `stat` already said everything."""
-        del bucket
-        return info
-
-    async def part_sizes(self, bucket: str, info: ObjectInfo) -> list[int]:
-        """See `Backend.part_sizes`: one part."""
-        del bucket
-        return [info.size]
-
     @asynccontextmanager
     async def open_range(
         self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
@@ -247,11 +244,7 @@ class HTTPBackend:
                 msg = "the file changed (the server ignored If-Range)"
                 raise ObjectChangedError(msg, uri=url)
             else:
-                expected = f"bytes {start}-{end - 1}/{info.size}"
-                got = response.headers.get("Content-Range")
-                if got != expected:
-                    msg = f"asked for {expected}, got Content-Range {got!r}"
-                    raise IntegrityError(msg, uri=url)
+                check_range(response, start, end, info.size, url)
             yield ChunkBody(response.content, url)
         finally:
             finish(response)

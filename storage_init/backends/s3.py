@@ -54,6 +54,7 @@ from ..models import ObjectInfo
 from ._aiohttp import (
     AIOHTTP_ERRORS,
     ChunkBody,
+    check_range,
     finish,
     new_session,
     simple_error,
@@ -350,11 +351,7 @@ class S3Backend:
                     raise IntegrityError(msg, uri=uri)
                 got = info_from_headers(info.key, response.headers, size)
             else:
-                expected = f"bytes {start}-{end - 1}/{info.size}"
-                content_range = response.headers.get("Content-Range")
-                if response.status != 206 or content_range != expected:
-                    msg = f"asked for {expected}, got Content-Range {content_range!r}"
-                    raise IntegrityError(msg, uri=uri)
+                check_range(response, start, end, info.size, uri)
             yield ChunkBody(response.content, uri, got, _ERRORS)
         finally:
             finish(response)
