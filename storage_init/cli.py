@@ -175,14 +175,18 @@ def _exit_code(exc: BaseException) -> int:
 
 def _summary(reports: Sequence[DownloadReport], seconds: float) -> str:
     files = [f for r in reports for f in r.files]
-    total = sum(f.size for f in files)
-    methods = Counter(f.verification for f in files)
+    fetched = [f for f in files if not f.verification.startswith("unchanged")]
+    total = sum(f.size - f.resumed for f in fetched)
+    methods = Counter(f.verification for f in fetched)
     how = ", ".join(f"{n} {m}" for m, n in sorted(methods.items())) or "nothing"
     rate = total / seconds / 1e6 if seconds > 0 else 0.0
-    return (
-        f"downloaded {len(files)} files, {total / 1024**3:.2f} GiB in "
+    line = (
+        f"downloaded {len(fetched)} files, {total / 1024**3:.2f} GiB in "
         f"{seconds:.2f} s ({rate:.0f} MB/s); verified: {how}"
     )
+    if skipped := len(files) - len(fetched):
+        line += f"; {skipped} already in place (unchanged)"
+    return line
 
 
 def _write_report(path: Path, reports: Sequence[DownloadReport], secs: float) -> None:

@@ -107,6 +107,32 @@ class TestExitCodes:
                 break
 
 
+class TestSummary:
+    def test_counts_what_was_fetched(self) -> None:
+        """The summary separates fetched files from unchanged ones."""
+        from storage_init.cli import _summary
+        from storage_init.models import DownloadReport, FileReport
+
+        files = (
+            FileReport(
+                path="a", size=2**30, seconds=1, verification="crc32c", verified=True
+            ),
+            FileReport(
+                path="b",
+                size=5,
+                seconds=0,
+                verification="unchanged (crc32c)",
+                verified=True,
+            ),
+        )
+        report = DownloadReport(
+            source="s3://b/m", destination="/d", files=files, seconds=1
+        )
+        line = _summary([report], 1.0)
+        assert line.startswith("downloaded 1 files, 1.00 GiB in 1.00 s")
+        assert line.endswith("verified: 1 crc32c; 1 already in place (unchanged)")
+
+
 class TestReport:
     def test_json_report(self, tmp_path: Path) -> None:
         """--report writes one entry per file (via the CLI's writer)."""
