@@ -89,6 +89,41 @@ class TestUsage:
         assert "3    not found or access denied" in capsys.readouterr().out
 
 
+class TestFlags:
+    def test_flags_override_environment(self) -> None:
+        """Flags win over STORAGE_INIT_* variables, which win over defaults."""
+        from storage_init.cli import _config, _parse_args
+        from storage_init.models import MiB, VerifyMode
+
+        args = _parse_args(
+            [
+                "s3://b/m",
+                "/d",
+                "--concurrency",
+                "4",
+                "--part-size",
+                "16MiB",
+                "--verify",
+                "strict",
+                "--force",
+                "--memory-budget",
+                "8MiB",
+                "--sha256",
+                "ab" * 32,
+            ]
+        )
+        config = _config(
+            args, {"STORAGE_INIT_CONCURRENCY": "12", "STORAGE_INIT_PART_SIZE": "64MiB"}
+        )
+        transfer = config.transfer
+        assert transfer.part_size == 16 * MiB
+        assert transfer.verify is VerifyMode.STRICT
+        assert not transfer.skip_unchanged
+        assert transfer.memory_bound <= 8 * MiB
+        assert transfer.max_concurrency <= 4
+        assert config.http.sha256 == "ab" * 32
+
+
 class TestExitCodes:
     @pytest.mark.parametrize(
         ("error", "code"),
