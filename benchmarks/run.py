@@ -27,7 +27,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks.measure import Measured, run_measured
-from benchmarks.seed import make_model, make_small_files, seed_s5cmd, seed_sdk
+from benchmarks.seed import (
+    make_big_file,
+    make_model,
+    make_small_files,
+    seed_s5cmd,
+    seed_sdk,
+)
 from storage_init.manifest import MANIFEST_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -290,13 +296,19 @@ def main() -> int:
         "--tools", default=",".join(TOOLS), help="comma-separated tools to run"
     )
     parser.add_argument("--small-count", type=int, default=1000)
+    parser.add_argument(
+        "--big-gib",
+        type=int,
+        default=4,
+        help="size of the single-file workload (0: none)",
+    )
     parser.add_argument("--work", type=Path, default=WORK, help="scratch directory")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     parser.add_argument("--no-chart", action="store_true")
     args = parser.parse_args()
     tools = [t for t in args.tools.split(",") if t]
     if args.quick:
-        args.runs, args.shard_mib = 1, 64
+        args.runs, args.shard_mib, args.big_gib = 1, 64, 0
         tools = ["storage-init", "s5cmd"]
     unknown = set(tools) - set(TOOLS)
     if unknown:
@@ -313,6 +325,9 @@ def main() -> int:
     count = args.small_count
     small = make_small_files(work / f"small-{count}", count=count, size=100 * 1024)
     workloads = {f"model 2x{args.shard_mib}MiB": model, f"{count} x 100KiB": small}
+    if args.big_gib:
+        big = make_big_file(work / f"big-{args.big_gib}", size=args.big_gib << 30)
+        workloads[f"one {args.big_gib} GiB file"] = big
     env = _start_server(work)
     try:
         seeds = {"s5cmd-upload (MD5)": seed_s5cmd, "sdk-upload (CRC64NVME)": seed_sdk}

@@ -50,6 +50,23 @@ def make_model(root: Path, *, shard_bytes: int, shards: int) -> Path:
     return root
 
 
+def make_big_file(root: Path, *, size: int) -> Path:
+    """Write one file of `size` random-looking bytes (a directory holding it)."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "weights.bin"
+    if path.exists() and path.stat().st_size == size:
+        return root
+    block = os.urandom(16 * MiB)
+    with path.open("wb") as f:
+        left, i = size, 0
+        while left:
+            piece = block[: min(left, len(block))]
+            f.write(i.to_bytes(8, "big") + piece[8:])
+            left -= len(piece)
+            i += 1
+    return root
+
+
 def make_small_files(root: Path, *, count: int, size: int) -> Path:
     """Write `count` random files of `size` bytes."""
     root.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,8 @@ def test_harness_runs(tmp_path) -> None:
             "1",
             "--small-count",
             "10",
+            "--big-gib",
+            "0",
             "--tools",
             "storage-init,s5cmd",
             "--no-chart",
