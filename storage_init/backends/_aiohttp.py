@@ -16,9 +16,13 @@ import aiohttp
 from .._redact import redact_text
 from ..config import READ_BUFFER
 from ..errors import (
+    AccessDeniedError,
     ErrorTable,
     IntegrityError,
     NetworkError,
+    ObjectChangedError,
+    ObjectNotFoundError,
+    RemoteError,
     TransferError,
     map_errors,
 )
@@ -36,6 +40,7 @@ __all__ = [
     "finish",
     "new_session",
     "simple_error",
+    "status_error",
 ]
 
 
@@ -135,6 +140,28 @@ def new_session(
         auto_decompress=False,
         read_bufsize=READ_BUFFER,
     )
+
+
+def status_error(status: int, uri: str, detail: str = "") -> TransferError:
+    """Map an HTTP error status onto the error tree, for every backend.
+
+    Args:
+        status: the HTTP status.
+        uri: the object concerned.
+        detail: what the server said (an error code and message), already redacted.
+    """
+    text = f"{status}: {detail}" if detail else str(status)
+    if status in (404, 410):
+        return ObjectNotFoundError(f"not found ({text})", uri=uri)
+    if status in (401, 403):
+        return AccessDeniedError(f"access denied ({text})", uri=uri)
+    if status == 412:
+        return ObjectChangedError("object changed during the download", uri=uri)
+    if status == 416:
+        return IntegrityError(f"range not satisfiable ({text})", uri=uri)
+    if status >= 500 or status == 429:
+        return RemoteError(f"server error ({text})", uri=uri)
+    return TransferError(f"request failed ({text})", uri=uri)
 
 
 def check_range(

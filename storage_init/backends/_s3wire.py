@@ -10,20 +10,17 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from .._redact import redact_text
-from ..errors import (
-    AccessDeniedError,
-    IntegrityError,
-    ObjectChangedError,
-    ObjectNotFoundError,
-    RemoteError,
-    TransferError,
-)
 from ..models import ObjectInfo
+from ._aiohttp import status_error
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["error_from_body", "info_from_headers", "info_from_response", "status_error"]
+    from ..errors import (
+        TransferError,
+    )
+
+__all__ = ["error_from_body", "info_from_headers", "info_from_response", "s3_error"]
 
 _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NotFound"}
 _DENIED = {
@@ -47,21 +44,23 @@ _CHECKSUMS = {
 MAX_ERROR_BODY = 64 * 1024
 
 
-def status_error(status: int, code: str, message: str, *, uri: str) -> TransferError:
-    """Map an S3 error (HTTP status, error code, message) onto our error tree."""
-    message = redact_text(message) or code or str(status)
+def s3_error(status: int, code: str, message: str, *, uri: str) -> TransferError:
+    """Map an S3 error (HTTP status, error code, message) onto our error tree.
+
+    S3's error code wins over the status where they disagree (a throttling code on
+    a 400, say); the mapping itself is every backend's `status_error`.
+    """
+    message = redact_text(message) or code
     text = f"{code}: {message}" if code and code not in message else message
-    if code in _NOT_FOUND or status == 404:
-        return ObjectNotFoundError(f"not found ({text})", uri=uri)
-    if code in _DENIED or status in (401, 403):
-        return AccessDeniedError(f"access denied ({text})", uri=uri)
-    if code == "PreconditionFailed" or status == 412:
-        return ObjectChangedError("object changed during the download", uri=uri)
-    if status == 416:
-        return IntegrityError(f"range not satisfiable ({text})", uri=uri)
-    if code in _THROTTLED or status >= 500 or status == 429:
-        return RemoteError(f"server error {status} ({text})", uri=uri)
-    return TransferError(f"request failed with {status} ({text})", uri=uri)
+    if code in _NOT_FOUND:
+        status = 404
+    elif code in _DENIED:
+        status = 403
+    elif code == "PreconditionFailed":
+        status = 412
+    elif code in _THROTTLED:
+        status = 503
+    return status_error(status, uri, text)
 
 
 def error_from_body(status: int, body: bytes, *, uri: str) -> TransferError:
@@ -75,7 +74,7 @@ def error_from_body(status: int, body: bytes, *, uri: str) -> TransferError:
         else:
             code = root.findtext("Code") or ""
             message = root.findtext("Message") or ""
-    return status_error(status, code, message, uri=uri)
+    return s3_error(status, code, message, uri=uri)
 
 
 def _object_info(

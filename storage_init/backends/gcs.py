@@ -26,12 +26,9 @@ from gcloud.aio.auth import Token
 from gcloud.aio.storage import Storage
 
 from ..errors import (
-    AccessDeniedError,
     ErrorTable,
-    IntegrityError,
     ObjectChangedError,
     ObjectNotFoundError,
-    RemoteError,
     TransferError,
     map_errors,
 )
@@ -43,6 +40,7 @@ from ._aiohttp import (
     check_range,
     finish,
     new_session,
+    status_error,
 )
 
 if TYPE_CHECKING:
@@ -58,28 +56,17 @@ GCS_API = "https://storage.googleapis.com"
 _SCOPES = ["https://www.googleapis.com/auth/devstorage.read_only"]
 
 
-def _status_error(status: int, uri: str, *, reading: bool = False) -> TransferError:
-    if status == 404 and reading:
+def _read_error(status: int, uri: str, *, pinned: bool) -> TransferError:
+    if status == 404 and pinned:
         # The generation pinned at listing time is gone: the object was replaced.
-        return ObjectChangedError(
-            "object replaced or deleted during the download", uri=uri
-        )
-    if status == 404:
-        return ObjectNotFoundError("not found (404)", uri=uri)
-    if status in (401, 403):
-        return AccessDeniedError(f"access denied ({status})", uri=uri)
-    if status == 412:
-        return ObjectChangedError("object changed during the download", uri=uri)
-    if status == 416:
-        return IntegrityError("range not satisfiable (416)", uri=uri)
-    if status >= 500 or status == 429:
-        return RemoteError(f"server error {status}", uri=uri)
-    return TransferError(f"request failed with {status}", uri=uri)
+        msg = "object replaced or deleted during the download"
+        return ObjectChangedError(msg, uri=uri)
+    return status_error(status, uri)
 
 
 def _response_error(exc: BaseException, uri: str) -> TransferError:
     assert isinstance(exc, aiohttp.ClientResponseError)
-    return _status_error(exc.status, uri)
+    return status_error(exc.status, uri)
 
 
 _ERRORS: ErrorTable = {aiohttp.ClientResponseError: _response_error, **AIOHTTP_ERRORS}
@@ -230,7 +217,7 @@ class GCSBackend(WholeObjects):
             )
         try:
             if response.status >= 300:
-                raise _status_error(response.status, uri, reading=bool(info.etag))
+                raise _read_error(response.status, uri, pinned=bool(info.etag))
             served = response.headers.get("X-Goog-Generation")
             if info.etag and served and served != info.etag:
                 msg = f"generation {served} served, {info.etag} listed"

@@ -24,12 +24,9 @@ import yarl
 
 from ..config import HTTPOptions, ProxyConfig
 from ..errors import (
-    AccessDeniedError,
     IntegrityError,
     ObjectChangedError,
     ObjectNotFoundError,
-    RemoteError,
-    TransferError,
     map_errors,
 )
 from ..models import ObjectInfo
@@ -40,6 +37,7 @@ from ._aiohttp import (
     check_range,
     finish,
     new_session,
+    status_error,
 )
 
 if TYPE_CHECKING:
@@ -52,20 +50,6 @@ if TYPE_CHECKING:
 __all__ = ["HTTPBackend", "PlainHTTPBackend"]
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-
-
-def _status_error(status: int, uri: str) -> TransferError:
-    if status == 404 or status == 410:
-        return ObjectNotFoundError(f"not found ({status})", uri=uri)
-    if status in (401, 403):
-        return AccessDeniedError(f"access denied ({status})", uri=uri)
-    if status == 412:
-        return ObjectChangedError("file changed during the download", uri=uri)
-    if status == 416:
-        return IntegrityError("range not satisfiable (416)", uri=uri)
-    if status >= 500 or status == 429:
-        return RemoteError(f"server error {status}", uri=uri)
-    return TransferError(f"request failed with {status}", uri=uri)
 
 
 def _digests(headers: Mapping[str, str]) -> dict[str, str]:
@@ -188,7 +172,7 @@ class HTTPBackend(WholeObjects):
         if status == 404 or status == 410:
             return None
         if status >= 300:
-            raise _status_error(status, url)
+            raise status_error(status, url)
         if size < 0:
             msg = "the server states no length for this file"
             raise IntegrityError(msg, uri=url)
@@ -235,7 +219,7 @@ class HTTPBackend(WholeObjects):
             response = await self._request("GET", url, headers).__aenter__()
         try:
             if response.status >= 300:
-                raise _status_error(response.status, url)
+                raise status_error(response.status, url)
             if whole:
                 if response.content_length not in (None, info.size):
                     msg = f"expected {info.size} bytes, got {response.content_length}"

@@ -64,7 +64,7 @@ from ._s3wire import (
     error_from_body,
     info_from_headers,
     info_from_response,
-    status_error,
+    s3_error,
 )
 from ._sigv4 import Credentials, object_url, sign_get
 
@@ -88,7 +88,7 @@ def _client_error(exc: BaseException, uri: str) -> TransferError:
     error = exc.response.get("Error", {})
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
     code = str(error.get("Code", ""))
-    return status_error(status, code, str(error.get("Message") or ""), uri=uri)
+    return s3_error(status, code, str(error.get("Message") or ""), uri=uri)
 
 
 _ERRORS: ErrorTable = {
