@@ -105,7 +105,7 @@ async def test_resets_are_resumed(gcs_server: GCSServer, tmp_path) -> None:
 
     data = os.urandom(12 * MiB)
     gcs_server.put("gfault/f.bin", data)
-    faults = Faults(reset_at=1_500_000, budget=2)
+    faults = Faults(reset_at=4_000_000, budget=2)
     with fault_proxy(gcs_server.host, faults) as proxy:
         config = StorageConfig(
             gcs=GCSOptions(emulator_host=proxy.endpoint),

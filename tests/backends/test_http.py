@@ -126,7 +126,7 @@ async def test_resets_are_resumed(http_server, tmp_path) -> None:
     """A body reset mid-range resumes where it stopped (through the fault proxy)."""
     data = os.urandom(12 * MiB)
     http_server.put("f.bin", data)
-    faults = Faults(reset_at=1_500_000, budget=2)
+    faults = Faults(reset_at=4_000_000, budget=2)
     with fault_proxy(http_server.base_url, faults) as proxy:
         await download(f"{proxy.endpoint}/f.bin", tmp_path, config=_config())
     assert faults.injected == 2
