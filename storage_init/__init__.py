@@ -11,6 +11,7 @@ from ._version import __version__ as __version__
 from .api import download as download
 from .api import download_many as download_many
 from .backends.memory import MemoryBackend as MemoryBackend
+from .config import AzureOptions as AzureOptions
 from .config import GCSOptions as GCSOptions
 from .config import HTTPOptions as HTTPOptions
 from .config import RetryConfig as RetryConfig
@@ -41,6 +42,7 @@ from .models import VerifyMode as VerifyMode
 
 __all__ = (
     "AccessDeniedError",
+    "AzureOptions",
     "BackendUnavailableError",
     "ConfigError",
     "DownloadReport",

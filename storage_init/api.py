@@ -82,14 +82,15 @@ async def download_many(
     uris = [parse_uri(src) for src, _ in pairs]
     dests = [_prepare_dest(Path(dest)) for _, dest in pairs]
     async with AsyncExitStack() as stack:
-        owned: dict[str, Backend] = dict(backends or {})
+        given = dict(backends or {})
+        owned: dict[str, Backend] = {}
         for uri in uris:
-            if uri.scheme not in owned:
-                backend = backend_class(uri.scheme, uri.raw).from_config(config)
+            if uri.scheme not in given and uri.store not in owned:
+                backend = backend_class(uri.scheme, uri.raw).from_config(config, uri)
                 stack.push_async_callback(backend.aclose)
-                owned[uri.scheme] = backend
+                owned[uri.store] = backend
         jobs = [
-            Pair(uri, dest, owned[uri.scheme])
+            Pair(uri, dest, given.get(uri.scheme) or owned[uri.store])
             for uri, dest in zip(uris, dests, strict=True)
         ]
         try:

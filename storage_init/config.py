@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 __all__ = [
+    "AzureOptions",
     "GCSOptions",
     "HTTPOptions",
     "ProxyConfig",
@@ -247,6 +248,56 @@ class GCSOptions:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AzureOptions:
+    """Options of the Azure Blob backend (``az://`` and Azure Blob URLs).
+
+    Credentials are tried in KServe's order, after two that name themselves: a SAS
+    token in the URL's query, then the connection string (when it is for the URL's
+    account), then a service principal or workload identity (when a client ID is
+    set), then the access key, then a SAS token, else anonymous access.
+
+    Attributes:
+        connection_string: AZURE_STORAGE_CONNECTION_STRING (account, endpoint, and a
+            key or SAS). Its BlobEndpoint also serves URLs of the same account,
+            which is how a private endpoint or Azurite is reached.
+        account_name: AZURE_STORAGE_ACCOUNT_NAME or AZURE_STORAGE_ACCOUNT: the
+            account of ``az://`` URIs when no connection string names one.
+        access_key: AZURE_STORAGE_ACCESS_KEY (KServe; AZURE_STORAGE_ACCOUNT_KEY and
+            AZURE_STORAGE_KEY too): an account key, or a SAS token.
+        sas_token: AZURE_STORAGE_SAS_TOKEN.
+        client_id: AZURE_CLIENT_ID, or KServe's legacy AZ_CLIENT_ID. When set, an
+            azure-identity credential is used (extra ``azure-identity``): a client
+            secret if one is given, otherwise DefaultAzureCredential (workload
+            identity, managed identity).
+        tenant_id: AZURE_TENANT_ID or AZ_TENANT_ID.
+        client_secret: AZURE_CLIENT_SECRET or AZ_CLIENT_SECRET.
+        anonymous: never send credentials (public containers).
+        verify_ssl: verify TLS certificates.
+        connect_timeout: seconds to connect.
+        read_timeout: seconds without a byte before a read fails.
+        page_size: blobs per listing page (the service's maximum is 5000).
+    """
+
+    connection_string: str | None = field(default=None, repr=False)
+    account_name: str | None = None
+    access_key: str | None = field(default=None, repr=False)
+    sas_token: str | None = field(default=None, repr=False)
+    client_id: str | None = None
+    tenant_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    anonymous: bool = False
+    verify_ssl: bool = True
+    connect_timeout: float = 15.0
+    read_timeout: float = 30.0
+    page_size: int = 5000
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.page_size <= 5000:
+            msg = "Azure page_size must be between 1 and 5000"
+            raise ConfigError(msg)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HTTPOptions:
     """Options of the http(s):// backend.
 
@@ -320,6 +371,7 @@ class StorageConfig:
         transfer: engine knobs.
         s3: options of the S3 backend.
         gcs: options of the GCS backend.
+        azure: options of the Azure Blob backend.
         http: options of the http(s) backend.
         proxy: proxies for the requests storage-init sends itself (the SDKs read
             the same variables themselves).
@@ -332,6 +384,7 @@ class StorageConfig:
     transfer: TransferConfig = field(default_factory=TransferConfig)
     s3: S3Options = field(default_factory=S3Options)
     gcs: GCSOptions = field(default_factory=GCSOptions)
+    azure: AzureOptions = field(default_factory=AzureOptions)
     http: HTTPOptions = field(default_factory=HTTPOptions)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     allow_patterns: tuple[str, ...] = ()
@@ -474,6 +527,28 @@ def _gcs_options(environ: Mapping[str, str]) -> GCSOptions:
     )
 
 
+def _azure_options(environ: Mapping[str, str]) -> AzureOptions:
+    def first(*names: str) -> str | None:
+        for name in names:
+            value = (environ.get(name) or "").strip()
+            if value:
+                return value
+        return None
+
+    return AzureOptions(
+        connection_string=first("AZURE_STORAGE_CONNECTION_STRING"),
+        account_name=first("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT"),
+        access_key=first(
+            "AZURE_STORAGE_ACCESS_KEY", "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_KEY"
+        ),
+        sas_token=first("AZURE_STORAGE_SAS_TOKEN"),
+        # KServe copies the legacy AZ_* variables into AZURE_*; we read both.
+        client_id=first("AZURE_CLIENT_ID", "AZ_CLIENT_ID"),
+        tenant_id=first("AZURE_TENANT_ID", "AZ_TENANT_ID"),
+        client_secret=first("AZURE_CLIENT_SECRET", "AZ_CLIENT_SECRET"),
+    )
+
+
 def _http_options(environ: Mapping[str, str]) -> HTTPOptions:
     headers: dict[str, Mapping[str, str]] = {}
     for name, raw in environ.items():
@@ -564,6 +639,7 @@ def from_env(environ: Mapping[str, str]) -> StorageConfig:
         transfer=_transfer(environ),
         s3=_s3_options(environ, spec),
         gcs=_gcs_options(environ),
+        azure=_azure_options(environ),
         http=_http_options(environ),
         proxy=proxy,
         allow_patterns=_patterns(environ, "STORAGE_ALLOW_PATTERNS"),

@@ -1,14 +1,16 @@
 """Parse and normalise source URIs into frozen `ObjectURI` values. No I/O here.
 
 Scheme aliases are resolved here and nowhere else: ``gcs://`` becomes ``gs://`` and
-``abfs://`` becomes ``az://``.
+``abfs://`` becomes ``az://``. Azure Blob URLs (``https://<account>.blob.core.windows.net/
+<container>/<path>``, and the ``<account>.zNN.blob.storage.azure.net`` DNS-zone form, as
+KServe matches them) become ``az`` URIs that carry their account endpoint and SAS query.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from dataclasses import dataclass, field
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from ._redact import redact
 from .errors import InvalidURIError
@@ -21,6 +23,13 @@ _HTTP = frozenset({"http", "https"})
 # Letters, digits, dots, hyphens and underscores; the store enforces its own
 # length rules (S3: 3-63), which S3-compatible servers relax.
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+# Azure's special containers: the account root and the static website.
+_AZURE_SPECIAL = frozenset({"$root", "$web"})
+_AZURE_HOST_RE = re.compile(
+    r"^[a-z0-9]{1,24}\.(?:blob\.core\.windows\.net|z[0-9]{1,2}\.blob\.storage\.azure\.net"
+    r"|blob\.core\.chinacloudapi\.cn|blob\.core\.usgovcloudapi\.net)$",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,12 +41,28 @@ class ObjectURI:
         bucket: bucket or container name; the host for http(s).
         key: the object key or prefix, without a leading ``/``; may be empty.
         raw: the URI as given. Never log it: use `display`.
+        endpoint: for Azure Blob URLs, the account's URL (``https://<host>``); empty
+            for ``az://``, whose account comes from the configuration.
+        query: for Azure Blob URLs, the query string (a SAS token). Never log it.
     """
 
     scheme: str
     bucket: str
     key: str
-    raw: str
+    raw: str = field(repr=False)
+    endpoint: str = ""
+    query: str = field(default="", repr=False)
+
+    @property
+    def store(self) -> str:
+        """What identifies the backend instance that serves this URI.
+
+        One per scheme, except Azure Blob URLs: one per account and SAS token,
+        since the credentials belong to the account.
+        """
+        if self.endpoint:
+            return f"{self.scheme} {self.endpoint} {self.query}"
+        return self.scheme
 
     @property
     def display(self) -> str:
@@ -53,6 +78,8 @@ class ObjectURI:
 
     def child(self, key: str) -> str:
         """Return the display URI of another key in the same bucket."""
+        if self.endpoint:
+            return f"{self.endpoint}/{self.bucket}/{key}"
         return f"{self.scheme}://{self.bucket}/{key}"
 
 
@@ -79,11 +106,15 @@ def parse_uri(uri: str) -> ObjectURI:
         bucket, _, key = rest.partition("/")
         if not bucket:
             raise InvalidURIError(uri, "missing bucket name")
+        if scheme == "az" and bucket in _AZURE_SPECIAL:
+            return ObjectURI(scheme=scheme, bucket=bucket, key=key, raw=uri)
         if not _BUCKET_RE.match(bucket):
             raise InvalidURIError(uri, f"invalid bucket name {bucket!r}")
         return ObjectURI(scheme=scheme, bucket=bucket, key=key, raw=uri)
     if not parts.netloc:
         raise InvalidURIError(uri, "missing host")
+    if scheme == "https" and _AZURE_HOST_RE.match(parts.hostname or ""):
+        return _azure_url(uri, parts)
     if scheme in _HTTP:
         # The key keeps the path and query verbatim (presigned URLs sign them).
         rest = uri.split("://", 1)[1].split("#", 1)[0]
@@ -96,4 +127,26 @@ def parse_uri(uri: str) -> ObjectURI:
         bucket=parts.netloc,
         key=unquote(parts.path.lstrip("/")),
         raw=uri,
+    )
+
+
+def _azure_url(uri: str, parts: SplitResult) -> ObjectURI:
+    """An ``az`` URI from ``https://<account>.<blob host>/<container>/<path>?<sas>``.
+
+    Blob names in URLs are percent-encoded, so the path is decoded (unlike S3 keys
+    in ``s3://`` URIs, which are taken verbatim).
+    """
+    container, _, path = parts.path.lstrip("/").partition("/")
+    container = unquote(container)
+    if not container:
+        raise InvalidURIError(uri, "the Azure Blob URL names no container")
+    if container not in _AZURE_SPECIAL and not _BUCKET_RE.match(container):
+        raise InvalidURIError(uri, f"invalid container name {container!r}")
+    return ObjectURI(
+        scheme="az",
+        bucket=container,
+        key=unquote(path),
+        raw=uri,
+        endpoint=f"https://{parts.netloc.rsplit('@', 1)[-1].lower()}",
+        query=parts.query,
     )

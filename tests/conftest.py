@@ -174,3 +174,67 @@ def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GCSServer]:
         yield GCSServer(
             host=values["STORAGE_EMULATOR_HOST"], bucket=values["GCS_BUCKET"]
         )
+
+
+@dataclass(frozen=True)
+class AzureServer:
+    """Azurite (Blob service) on 127.0.0.1, with its development account."""
+
+    account: str
+    key: str
+    endpoint: str
+    container: str = "models"
+
+    @property
+    def host(self) -> str:
+        """``http://127.0.0.1:PORT``, what a proxy forwards to."""
+        return self.endpoint.rsplit("/", 1)[0]
+
+    def connection_string(
+        self, endpoint: str | None = None, *, key: bool = True
+    ) -> str:
+        """A connection string for this account, optionally through another host."""
+        blob = endpoint or self.endpoint
+        secret = f"AccountKey={self.key};" if key else ""
+        return f"AccountName={self.account};{secret}BlobEndpoint={blob};"
+
+    def put(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        container: str | None = None,
+        blocks: bool = False,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        """Upload as the SDK does: one Put Blob (Content-MD5 set) or blocks (none)."""
+        from azure.storage.blob import BlobServiceClient
+
+        with BlobServiceClient.from_connection_string(
+            self.connection_string(),
+            max_single_put_size=1024 if blocks else 64 << 20,
+            max_block_size=4 << 20,
+        ) as service:
+            blob = service.get_blob_client(container or self.container, name)
+            blob.upload_blob(data, overwrite=True, metadata=metadata)
+
+
+@pytest.fixture(scope="session")
+def azure_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureServer]:
+    """Azurite, started once per test session by the project's own script."""
+    from azure.storage.blob import BlobServiceClient
+
+    state = tmp_path_factory.mktemp("azurite")
+    azurite = ROOT / ".servers" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
+    with run_server("azure_azurite.sh", state, AZURITE=str(azurite)) as values:
+        server = AzureServer(
+            account=values["AZURITE_ACCOUNT"],
+            key=values["AZURITE_KEY"],
+            endpoint=values["AZURITE_ENDPOINT"],
+        )
+        with BlobServiceClient.from_connection_string(
+            server.connection_string()
+        ) as service:
+            service.create_container(server.container)
+            service.create_container("public", public_access="container")
+        yield server

@@ -21,13 +21,14 @@ __all__ = ["SCHEMES", "backend_class"]
 SCHEMES: dict[str, tuple[str, str, str]] = {
     "s3": ("storage_init.backends.s3:S3Backend", "s3", "aiobotocore"),
     "gs": ("storage_init.backends.gcs:GCSBackend", "gcs", "gcloud.aio.storage"),
+    "az": ("storage_init.backends.azure:AzureBackend", "azure", "azure.storage.blob"),
     "http": ("storage_init.backends.http:PlainHTTPBackend", "", ""),
     "https": ("storage_init.backends.http:HTTPBackend", "", ""),
     "memory": ("storage_init.backends.memory:MemoryBackend", "", ""),
 }
 
 #: Schemes KServe accepts that this version cannot download yet.
-_PLANNED = ("az", "hf", "oci", "hdfs", "webhdfs")
+_PLANNED = ("hf", "oci", "hdfs", "webhdfs")
 
 
 def backend_class(scheme: str, uri: str = "") -> type[Backend]:

@@ -1,7 +1,8 @@
 """The backend contract: the few operations the engine needs from a store.
 
-A backend is created once per scheme and per download, shared by every
-source/destination pair, and closed with `aclose`. Every method translates the SDK's
+A backend is created once per store (`ObjectURI.store`: the scheme, or for Azure Blob
+URLs the account and its SAS) and per download, shared by every source/destination
+pair of that store, and closed with `aclose`. Every method translates the SDK's
 errors into the `storage_init.errors` tree at this boundary (`map_errors`): SDK
 exceptions never reach the engine.
 """
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 
     from ..config import StorageConfig
     from ..models import ObjectInfo
+    from ..uri import ObjectURI
 
 __all__ = ["Backend", "RangeBody"]
 
@@ -46,8 +48,10 @@ class Backend(Protocol):
     """Operations on one kind of store."""
 
     @classmethod
-    def from_config(cls, config: StorageConfig) -> Backend:
-        """Build the backend from its options in `config`.
+    def from_config(
+        cls, config: StorageConfig, uri: ObjectURI | None = None
+    ) -> Backend:
+        """Build the backend from its options in `config`, for `uri`'s store.
 
         Raises:
             ConfigError: the options are invalid.

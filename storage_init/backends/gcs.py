@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
     from ..config import GCSOptions, ProxyConfig, StorageConfig
+    from ..uri import ObjectURI
 
 __all__ = ["GCSBackend"]
 
@@ -120,8 +121,9 @@ class GCSBackend(WholeObjects):
         self._lock = anyio.Lock()
 
     @classmethod
-    def from_config(cls, config: StorageConfig) -> Self:
+    def from_config(cls, config: StorageConfig, uri: ObjectURI | None = None) -> Self:
         """Build the backend from ``config.gcs``."""
+        del uri  # one instance serves every bucket
         return cls(
             config.gcs,
             max_connections=config.transfer.max_concurrency + 4,

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from ..config import StorageConfig
+    from ..uri import ObjectURI
 
 __all__ = ["HTTPBackend", "PlainHTTPBackend"]
 
@@ -106,8 +107,9 @@ class HTTPBackend(WholeObjects):
         self._validators: dict[tuple[str, str], str] = {}
 
     @classmethod
-    def from_config(cls, config: StorageConfig) -> Self:
+    def from_config(cls, config: StorageConfig, uri: ObjectURI | None = None) -> Self:
         """Build the backend from ``config.http``."""
+        del uri  # one instance serves every bucket
         return cls(
             config.http,
             max_connections=config.transfer.max_concurrency + 4,

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from ..config import StorageConfig
+    from ..uri import ObjectURI
 
 __all__ = ["MemoryBackend"]
 
@@ -54,8 +55,9 @@ class MemoryBackend:
         self.requests = 0
 
     @classmethod
-    def from_config(cls, config: StorageConfig) -> Self:
+    def from_config(cls, config: StorageConfig, uri: ObjectURI | None = None) -> Self:
         """Return an empty backend (``config`` holds nothing for it)."""
+        del uri  # one instance serves every bucket
         del config
         return cls()
 

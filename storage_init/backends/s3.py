@@ -75,6 +75,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
     from ..config import S3Options, StorageConfig
+    from ..uri import ObjectURI
 
 __all__ = ["S3Backend"]
 
@@ -147,8 +148,9 @@ class S3Backend:
         self._endpoints: dict[str, _Endpoint] = {}
 
     @classmethod
-    def from_config(cls, config: StorageConfig) -> Self:
+    def from_config(cls, config: StorageConfig, uri: ObjectURI | None = None) -> Self:
         """Build the backend from ``config.s3``."""
+        del uri  # one instance serves every bucket
         return cls(
             config.s3,
             max_connections=config.transfer.max_concurrency + 4,

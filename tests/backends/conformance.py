@@ -3,7 +3,9 @@
 A test module subclasses `BackendConformance` and provides three fixtures:
 ``backend`` (a Backend), ``bucket`` (a bucket that exists) and ``seed`` (a callable
 ``seed(key, data, *, part_size=None, checksum=None, composite=False)`` that uploads
-an object as a real client would).
+an object as a real client would). Two more are optional: ``paged_backend`` (listing
+at most 2 keys per page) and ``denied_backend`` (credentials the server refuses);
+where a module cannot build them, it covers the same ground in its own tests.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 
 from storage_init.errors import (
+    AccessDeniedError,
     IntegrityError,
     ObjectChangedError,
     ObjectNotFoundError,
@@ -37,6 +40,32 @@ class BackendConformance:
 
     #: Whether the store keeps multipart uploads' parts (S3 does, GCS does not).
     has_parts = True
+    #: The checksum a whole-object read (or the listing) reports.
+    stored_checksum = "crc32c"
+
+    @pytest.fixture
+    def paged_backend(self) -> Any:
+        pytest.skip("no small-page listing here: see the module's own pagination test")
+
+    @pytest.fixture
+    def denied_backend(self) -> Any:
+        pytest.skip("no refused credentials here: see the module's own tests")
+
+    async def test_list_follows_pages(self, paged_backend, bucket, seed, prefix):
+        """A listing of several pages returns every key once, in order."""
+        keys = [f"{prefix}p/{i:02}" for i in range(7)]
+        for key in keys:
+            seed(key, b"x")
+        got = [i.key async for i in paged_backend.list_objects(bucket, prefix + "p/")]
+        assert got == keys
+
+    async def test_refused_credentials(self, denied_backend, bucket, seed, prefix):
+        """Refused credentials are AccessDeniedError (exit 3), for stat and list."""
+        seed(prefix + "a", b"x")
+        with pytest.raises(AccessDeniedError):
+            await denied_backend.stat(bucket, prefix + "a")
+        with pytest.raises(AccessDeniedError):
+            [i async for i in denied_backend.list_objects(bucket, prefix)]
 
     @pytest.fixture
     def prefix(self) -> str:
@@ -88,7 +117,7 @@ class BackendConformance:
         async with backend.open_range(bucket, listed, 0, 3000, whole=True) as body:
             assert await _read_all(body) == data
             # From the response, or already from the listing (GCS lists CRCs).
-            assert "crc32c" in (body.info or listed).checksums
+            assert self.stored_checksum in (body.info or listed).checksums
 
     async def test_describe_multipart(self, backend, bucket, seed, prefix):
         """describe and part_sizes give the stored CRC and the upload's parts."""

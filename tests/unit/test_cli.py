@@ -36,7 +36,8 @@ class TestUsage:
         ("argv", "text"),
         [
             pytest.param(["ftp://h/x", "DEST"], "unsupported scheme", id="scheme"),
-            pytest.param(["az://b/x", "DEST"], "not supported yet", id="planned"),
+            pytest.param(["hf://o/m", "DEST"], "not supported yet", id="planned"),
+            pytest.param(["az://b/x", "DEST"], "names no account", id="az-account"),
             pytest.param(
                 ["s3://b/x", "DEST", "--part-size", "1k"], "part_size", id="part-size"
             ),

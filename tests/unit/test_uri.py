@@ -74,3 +74,72 @@ class TestParseURI:
         with pytest.raises(InvalidURIError) as info:
             parse_uri("s3://b!d/k?sig=topsecret")
         assert "topsecret" not in str(info.value)
+
+
+class TestAzureURLs:
+    @pytest.mark.parametrize(
+        ("url", "endpoint", "container", "key"),
+        [
+            pytest.param(
+                "https://acct.blob.core.windows.net/models/llama/w%20x.bin",
+                "https://acct.blob.core.windows.net",
+                "models",
+                "llama/w x.bin",
+                id="blob",
+            ),
+            pytest.param(
+                "https://Acct.z23.blob.storage.azure.net/c",
+                "https://acct.z23.blob.storage.azure.net",
+                "c",
+                "",
+                id="dns-zone",
+            ),
+            pytest.param(
+                "https://acct.blob.core.windows.net/$web/index.html",
+                "https://acct.blob.core.windows.net",
+                "$web",
+                "index.html",
+                id="special-container",
+            ),
+        ],
+    )
+    def test_account_urls_become_az(self, url, endpoint, container, key) -> None:
+        """KServe's Azure Blob URL forms are az URIs that keep their endpoint."""
+        uri = parse_uri(url)
+        assert (uri.scheme, uri.endpoint, uri.bucket, uri.key) == (
+            "az",
+            endpoint,
+            container,
+            key,
+        )
+
+    def test_sas_is_kept_apart_and_hidden(self) -> None:
+        """The SAS query is the URI's credential: kept, never displayed."""
+        uri = parse_uri("https://a.blob.core.windows.net/c/m?sv=1&sig=SECRET")
+        assert uri.query == "sv=1&sig=SECRET"
+        assert "SECRET" not in uri.display
+        assert "SECRET" not in repr(uri)
+        assert uri.child("m/a.bin") == "https://a.blob.core.windows.net/c/m/a.bin"
+
+    def test_store_separates_accounts(self) -> None:
+        """Each account (and SAS) gets its own backend; az:// shares one."""
+        one = parse_uri("https://a.blob.core.windows.net/c/m")
+        two = parse_uri("https://b.blob.core.windows.net/c/m")
+        assert one.store != two.store
+        assert parse_uri("az://c/m").store == parse_uri("az://d/m").store == "az"
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            pytest.param("https://a.blob.core.windows.net/", id="no-container"),
+            pytest.param("https://a.blob.core.windows.net/b!d/m", id="bad-container"),
+        ],
+    )
+    def test_rejects(self, url: str) -> None:
+        with pytest.raises(InvalidURIError):
+            parse_uri(url)
+
+    def test_other_hosts_stay_http(self) -> None:
+        """Only Azure's Blob hosts are Azure: lookalikes stay plain https."""
+        uri = parse_uri("https://blob.core.windows.net.evil.example/c/m.bin")
+        assert uri.scheme == "https"

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Azurite (Blob service only) on 127.0.0.1, from npm (scripts/bootstrap.sh installs
+# azurite@3.35.0 into .servers/azurite: 3.36+ needs Node >= 21, Debian 12 has 20).
+# usage: azure_azurite.sh start|stop
+#   -> $STATE/env: AZURE_STORAGE_CONNECTION_STRING (pieces also as AZURITE_*)
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+STATE=${STATE_DIR:-$ROOT/state/azurite}
+AZURITE=${AZURITE:-$ROOT/azurite/node_modules/.bin/azurite-blob}
+# Azurite's well-known development account (public, documented by Microsoft).
+ACCOUNT=devstoreaccount1
+KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
+case "${1:-}" in
+start)
+  mkdir -p "$STATE/data"
+  read -r P <<<"$(freeports 1)"
+  # --skipApiVersionCheck: azure-storage-blob 12.31 sends an x-ms-version newer than
+  # Azurite 3.35 knows (400 without it). --disableTelemetry: no off-box traffic.
+  "$AZURITE" --blobHost 127.0.0.1 --blobPort "$P" --location "$STATE/data" \
+    --skipApiVersionCheck --disableTelemetry --silent > "$STATE/server.log" 2>&1 &
+  echo $! > "$STATE/pid"
+  # Any HTTP answer means it listens (an unauthenticated list is refused: 403).
+  wait_until 60 sh -c "curl -s -o /dev/null -w '%{http_code}' 'http://127.0.0.1:$P/$ACCOUNT?comp=list' | grep -q 403" \
+    || { cat "$STATE/server.log"; exit 1; }
+  ENDPOINT="http://127.0.0.1:$P/$ACCOUNT"
+  {
+    printf "export AZURE_STORAGE_CONNECTION_STRING='DefaultEndpointsProtocol=http;AccountName=%s;AccountKey=%s;BlobEndpoint=%s;'\n" "$ACCOUNT" "$KEY" "$ENDPOINT"
+    printf "export AZURITE_ACCOUNT=%s AZURITE_KEY=%s AZURITE_ENDPOINT=%s\n" "$ACCOUNT" "$KEY" "$ENDPOINT"
+  } > "$STATE/env"
+  cat "$STATE/env" ;;
+stop) stop_pid "$STATE/pid" ;;
+*) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac

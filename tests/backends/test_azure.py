@@ -1,0 +1,224 @@
+"""The Azure Blob backend against Azurite on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from storage_init import (
+    AccessDeniedError,
+    AzureOptions,
+    IntegrityError,
+    StorageConfig,
+    TransferConfig,
+    download,
+)
+from storage_init.backends._azauth import AzureAccess
+from storage_init.backends.azure import AzureBackend
+from storage_init.models import MiB
+from tests.backends.conformance import BackendConformance
+from tests.conftest import AzureServer
+
+pytestmark = pytest.mark.integration
+
+
+def _backend(server: AzureServer, **options: object) -> AzureBackend:
+    access = AzureAccess(server.endpoint, server.account, "key", server.key)
+    return AzureBackend(access, AzureOptions(**options))  # type: ignore[arg-type]
+
+
+class TestAzureConformance(BackendConformance):
+    has_parts = False
+    stored_checksum = "md5"
+
+    @pytest.fixture
+    async def backend(self, azure_server: AzureServer) -> AsyncIterator[AzureBackend]:
+        backend = _backend(azure_server)
+        try:
+            yield backend
+        finally:
+            await backend.aclose()
+
+    @pytest.fixture
+    async def paged_backend(
+        self, azure_server: AzureServer
+    ) -> AsyncIterator[AzureBackend]:
+        backend = _backend(azure_server, page_size=2)
+        try:
+            yield backend
+        finally:
+            await backend.aclose()
+
+    @pytest.fixture
+    async def denied_backend(
+        self, azure_server: AzureServer
+    ) -> AsyncIterator[AzureBackend]:
+        wrong = "A" * 86 + "=="
+        access = AzureAccess(azure_server.endpoint, azure_server.account, "key", wrong)
+        backend = AzureBackend(access, AzureOptions())
+        try:
+            yield backend
+        finally:
+            await backend.aclose()
+
+    @pytest.fixture
+    def bucket(self, azure_server: AzureServer) -> str:
+        return azure_server.container
+
+    @pytest.fixture
+    def seed(self, azure_server: AzureServer):
+        def put(key: str, data: bytes, **_: object) -> None:
+            azure_server.put(key, data)
+
+        return put
+
+
+def _config(server: AzureServer, endpoint: str | None = None) -> StorageConfig:
+    return StorageConfig(
+        azure=AzureOptions(connection_string=server.connection_string(endpoint)),
+        transfer=TransferConfig(part_size=5 * MiB),
+    )
+
+
+def _files(root) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def _sas(server: AzureServer, container: str, **permissions: bool) -> str:
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    return generate_container_sas(
+        server.account,
+        container,
+        account_key=server.key,
+        permission=ContainerSasPermissions(**permissions),
+        expiry=datetime.now(UTC) + timedelta(hours=1),
+    )
+
+
+async def test_model_tree_md5_or_size(azure_server: AzureServer, tmp_path) -> None:
+    """A prefix arrives whole: Put Blob blobs checked by Content-MD5, blocks by size."""
+    small = {"config.json": b"{}", "empty": b"", "sub dir/ü.bin": os.urandom(3000)}
+    big = os.urandom(13 * MiB + 7)
+    for name, data in small.items():
+        azure_server.put(f"amodel/m/{name}", data)
+    azure_server.put("amodel/m/w/model.safetensors", big, blocks=True)
+    azure_server.put("amodel/m-v2/other", b"sibling")
+    # A hierarchical-namespace directory marker is not a file.
+    azure_server.put("amodel/m/w", b"", metadata={"hdi_isfolder": "true"})
+    report = await download(
+        "az://models/amodel/m", tmp_path, config=_config(azure_server)
+    )
+    assert _files(tmp_path) == {**small, "w/model.safetensors": big}
+    checks = {f.path: f.verification for f in report.files}
+    assert checks.pop("w/model.safetensors") == "size"
+    assert set(checks.values()) == {"content-md5"}
+
+
+async def test_wrong_content_md5_is_detected(azure_server: AzureServer, tmp_path):
+    """A blob whose bytes do not match its Content-MD5 fails; nothing is left."""
+    from azure.storage.blob import BlobServiceClient, ContentSettings
+
+    azure_server.put("abad/x.bin", os.urandom(6 * MiB))
+    with BlobServiceClient.from_connection_string(
+        azure_server.connection_string()
+    ) as service:
+        blob = service.get_blob_client("models", "abad/x.bin")
+        blob.set_http_headers(ContentSettings(content_md5=bytearray(16)))
+    with pytest.raises(IntegrityError):
+        await download("az://models/abad", tmp_path, config=_config(azure_server))
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_https_url_with_sas(azure_server: AzureServer, tmp_path) -> None:
+    """An account URL with a SAS token in its query needs no other credential.
+
+    The connection string (no key) only points the account at Azurite.
+    """
+    azure_server.put("asas/m/a.bin", b"a" * 100)
+    sas = _sas(azure_server, "models", read=True, list=True)
+    url = f"https://{azure_server.account}.blob.core.windows.net/models/asas/m?{sas}"
+    config = StorageConfig(
+        azure=AzureOptions(connection_string=azure_server.connection_string(key=False))
+    )
+    await download(url, tmp_path, config=config)
+    assert _files(tmp_path) == {"a.bin": b"a" * 100}
+
+
+async def test_read_only_sas_cannot_list(azure_server: AzureServer, tmp_path):
+    """A SAS without list permission reads one blob but is refused a prefix."""
+    azure_server.put("aro/m/a.bin", b"a")
+    sas = _sas(azure_server, "models", read=True)
+    base = f"https://{azure_server.account}.blob.core.windows.net/models/aro"
+    config = StorageConfig(
+        azure=AzureOptions(connection_string=azure_server.connection_string(key=False))
+    )
+    await download(f"{base}/m/a.bin?{sas}", tmp_path, config=config)
+    assert _files(tmp_path) == {"a.bin": b"a"}
+    with pytest.raises(AccessDeniedError):
+        await download(f"{base}/m?{sas}", tmp_path / "x", config=config)
+
+
+async def test_public_container_anonymously(azure_server: AzureServer, tmp_path):
+    """A public container is listed and read with no credentials at all."""
+    azure_server.put("pm/a.bin", b"public", container="public")
+    config = StorageConfig(
+        azure=AzureOptions(connection_string=azure_server.connection_string(key=False))
+    )
+    report = await download("az://public/pm", tmp_path, config=config)
+    assert _files(tmp_path) == {"a.bin": b"public"}
+    assert report.files[0].verification == "content-md5"
+    with pytest.raises(AccessDeniedError, match="no Azure credentials"):
+        await download("az://models/pm", tmp_path / "x", config=config)
+
+
+async def test_resets_are_resumed(azure_server: AzureServer, tmp_path) -> None:
+    """A blob body reset mid-range resumes where it stopped (fault proxy)."""
+    from tests.faultproxy import Faults, fault_proxy
+
+    data = os.urandom(12 * MiB)
+    azure_server.put("afault/f.bin", data)
+    faults = Faults(reset_at=4_000_000, budget=2)
+    with fault_proxy(azure_server.host, faults) as proxy:
+        endpoint = f"{proxy.endpoint}/{azure_server.account}"
+        report = await download(
+            "az://models/afault/f.bin", tmp_path, config=_config(azure_server, endpoint)
+        )
+    assert faults.injected == 2
+    assert report.files[0].verification == "content-md5"
+    assert (tmp_path / "f.bin").read_bytes() == data
+
+
+def test_cli_with_kserve_environment(azure_server: AzureServer, tmp_path) -> None:
+    """KServe's AZURE_STORAGE_ACCESS_KEY (an account key) with an account URL.
+
+    The key never appears in the output, even with --debug.
+    """
+    azure_server.put("acli/m/a.json", b"{}")
+    url = f"https://{azure_server.account}.blob.core.windows.net/models/acli/m"
+    env = {
+        **os.environ,
+        "AZURE_STORAGE_ACCESS_KEY": azure_server.key,
+        "AZURE_STORAGE_CONNECTION_STRING": azure_server.connection_string(key=False),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "storage_init", "--debug", url, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "a.json").read_bytes() == b"{}"
+    assert azure_server.key not in result.stdout + result.stderr
+    assert "sig=" not in result.stdout + result.stderr
