@@ -195,6 +195,7 @@ class S3Options:
         max_attempts: S3_MAX_ATTEMPTS, the SDK's own request attempts (default 3).
         access_key_id: ``access_key_id`` from STORAGE_CONFIG (never logged).
         secret_access_key: ``secret_access_key`` from STORAGE_CONFIG (never logged).
+        page_size: keys per listing page (S3's maximum is 1000).
     """
 
     endpoint_url: str | None = None
@@ -209,8 +210,12 @@ class S3Options:
     max_attempts: int = 3
     access_key_id: str | None = field(default=None, repr=False)
     secret_access_key: str | None = field(default=None, repr=False)
+    page_size: int = 1000
 
     def __post_init__(self) -> None:
+        if not 1 <= self.page_size <= 1000:
+            msg = "S3 page_size must be between 1 and 1000"
+            raise ConfigError(msg)
         if self.addressing_style not in ("auto", "virtual", "path"):
             msg = "addressing_style must be auto, virtual or path"
             raise ConfigError(msg)
@@ -237,6 +242,7 @@ class GCSOptions:
         verify_ssl: verify TLS certificates.
         connect_timeout: seconds to connect.
         read_timeout: seconds without a byte before a read fails.
+        page_size: objects per listing page (GCS's maximum is 1000).
     """
 
     emulator_host: str | None = None
@@ -245,6 +251,12 @@ class GCSOptions:
     verify_ssl: bool = True
     connect_timeout: float = 15.0
     read_timeout: float = 30.0
+    page_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.page_size <= 1000:
+            msg = "GCS page_size must be between 1 and 1000"
+            raise ConfigError(msg)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -183,7 +183,7 @@ class GCSBackend(WholeObjects):
     async def list_objects(self, bucket: str, prefix: str) -> AsyncIterator[ObjectInfo]:
         """See `Backend.list_objects`."""
         storage = await self._client()
-        params = {"prefix": prefix, "maxResults": "1000"}
+        params = {"prefix": prefix, "maxResults": str(self._options.page_size)}
         while True:
             with map_errors(_ERRORS, uri=f"gs://{bucket}/{prefix}"):
                 page = await storage.list_objects(bucket, params=params)

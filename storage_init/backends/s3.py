@@ -250,7 +250,11 @@ class S3Backend:
         client = await self._get_client()
         uri = f"s3://{bucket}/{prefix}"
         paginator = client.get_paginator("list_objects_v2")
-        pages = paginator.paginate(Bucket=bucket, Prefix=prefix).__aiter__()
+        pages = paginator.paginate(
+            Bucket=bucket,
+            Prefix=prefix,
+            PaginationConfig={"PageSize": self._options.page_size},
+        ).__aiter__()
         while True:
             with map_errors(_ERRORS, uri=uri):
                 try:

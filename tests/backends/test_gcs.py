@@ -28,6 +28,18 @@ class TestGCSConformance(BackendConformance):
             await backend.aclose()
 
     @pytest.fixture
+    async def paged_backend(self, gcs_server: GCSServer) -> AsyncIterator[GCSBackend]:
+        backend = GCSBackend(GCSOptions(emulator_host=gcs_server.host, page_size=2))
+        try:
+            yield backend
+        finally:
+            await backend.aclose()
+
+    @pytest.fixture
+    def denied_backend(self) -> None:
+        pytest.skip("fake-gcs-server accepts any credentials")
+
+    @pytest.fixture
     def bucket(self, gcs_server: GCSServer) -> str:
         return gcs_server.bucket
 

@@ -12,6 +12,15 @@ class TestMemory(BackendConformance):
         return MemoryBackend()
 
     @pytest.fixture
+    def paged_backend(self, backend: MemoryBackend) -> MemoryBackend:
+        backend.page_size = 2
+        return backend
+
+    @pytest.fixture
+    def denied_backend(self) -> None:
+        pytest.skip("the memory store has no credentials")
+
+    @pytest.fixture
     def bucket(self) -> str:
         return "bucket"
 

@@ -65,6 +65,22 @@ class TestS3Conformance(BackendConformance):
             await backend.aclose()
 
     @pytest.fixture
+    async def paged_backend(self, s3_server: S3Server) -> AsyncIterator[S3Backend]:
+        backend = S3Backend(_options(s3_server, page_size=2))
+        try:
+            yield backend
+        finally:
+            await backend.aclose()
+
+    @pytest.fixture
+    async def denied_backend(self, s3_server: S3Server) -> AsyncIterator[S3Backend]:
+        backend = S3Backend(_options(s3_server, secret_access_key="wrong"))
+        try:
+            yield backend
+        finally:
+            await backend.aclose()
+
+    @pytest.fixture
     def bucket(self, s3_server: S3Server) -> str:
         return s3_server.bucket
 
