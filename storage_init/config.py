@@ -285,6 +285,8 @@ class AzureOptions:
         client_secret: AZURE_CLIENT_SECRET or AZ_CLIENT_SECRET.
         anonymous: never send credentials (public containers).
         verify_ssl: verify TLS certificates.
+        ca_bundle: a PEM file of CAs to trust instead of the system's
+            (REQUESTS_CA_BUNDLE or SSL_CERT_FILE, which the Azure SDKs honour).
         connect_timeout: seconds to connect.
         read_timeout: seconds without a byte before a read fails.
         page_size: blobs per listing page (the service's maximum is 5000).
@@ -299,6 +301,7 @@ class AzureOptions:
     client_secret: str | None = field(default=None, repr=False)
     anonymous: bool = False
     verify_ssl: bool = True
+    ca_bundle: str | None = None
     connect_timeout: float = 15.0
     read_timeout: float = 30.0
     page_size: int = 5000
@@ -558,6 +561,7 @@ def _azure_options(environ: Mapping[str, str]) -> AzureOptions:
         client_id=first("AZURE_CLIENT_ID", "AZ_CLIENT_ID"),
         tenant_id=first("AZURE_TENANT_ID", "AZ_TENANT_ID"),
         client_secret=first("AZURE_CLIENT_SECRET", "AZ_CLIENT_SECRET"),
+        ca_bundle=first("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"),
     )
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Self
 
 import pytest
 
@@ -222,3 +223,115 @@ def test_cli_with_kserve_environment(azure_server: AzureServer, tmp_path) -> Non
     assert (tmp_path / "a.json").read_bytes() == b"{}"
     assert azure_server.key not in result.stdout + result.stderr
     assert "sig=" not in result.stdout + result.stderr
+
+
+class _StaticToken:
+    """An AsyncTokenCredential whose tokens Azurite accepts (--oauth basic).
+
+    The Azure AD endpoint that would issue real tokens is not reachable here;
+    Azurite checks the issuer, audience and lifetime of a token, not its signature.
+    """
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def get_token(self, *scopes: str, **kwargs: object):
+        import base64
+        import json
+        import time
+
+        from azure.core.credentials import AccessToken
+
+        assert scopes == ("https://storage.azure.com/.default",)
+        self.calls += 1
+        now = int(time.time())
+        claims = {
+            "aud": "https://storage.azure.com",
+            "iss": "https://sts.windows.net/00000000-0000-0000-0000-000000000000/",
+            "iat": now - 60,
+            "nbf": now - 60,
+            "exp": now + 3600,
+            "oid": "00000000-0000-0000-0000-000000000001",
+        }
+
+        def part(data: dict[str, object]) -> str:
+            raw = json.dumps(data).encode()
+            return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+        token = f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+        return AccessToken(token, now + 3600)
+
+    async def close(self) -> None:
+        raise AssertionError("a caller's credential must not be closed by us")
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *args: object) -> None:
+        return None
+
+
+@pytest.fixture(scope="module")
+def azure_tls_server(tmp_path_factory: pytest.TempPathFactory):
+    """A second Azurite, on https, accepting OAuth Bearer tokens."""
+    import trustme
+    from azure.storage.blob import BlobServiceClient
+
+    from tests.conftest import ROOT, run_server
+
+    state = tmp_path_factory.mktemp("azurite-tls")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.cert_chain_pems[0].write_to_path(str(state / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(state / "key.pem"))
+    ca.cert_pem.write_to_path(str(state / "ca.pem"))
+    azurite = ROOT / ".servers" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
+    with run_server(
+        "azure_azurite.sh",
+        state,
+        AZURITE=str(azurite),
+        TLS_CERT=str(state / "cert.pem"),
+        TLS_KEY=str(state / "key.pem"),
+    ) as values:
+        server = AzureServer(
+            account=values["AZURITE_ACCOUNT"],
+            key=values["AZURITE_KEY"],
+            endpoint=values["AZURITE_ENDPOINT"],
+        )
+        with BlobServiceClient.from_connection_string(
+            server.connection_string(), connection_verify=str(state / "ca.pem")
+        ) as service:
+            container = service.create_container("models")
+            container.upload_blob("tok/m/a.bin", b"token" * 1000)
+            container.upload_blob("tok/m/b/c.json", b"{}")
+        yield server, str(state / "ca.pem")
+
+
+async def test_bearer_token_credential(azure_tls_server, tmp_path) -> None:
+    """A caller's token credential lists (SDK) and reads (our GETs) over https."""
+    server, ca = azure_tls_server
+    access = AzureAccess(server.endpoint, server.account, "identity")
+    credential = _StaticToken()
+    backend = AzureBackend(access, AzureOptions(ca_bundle=ca), credential=credential)
+    try:
+        report = await download("az://models/tok/m", tmp_path, backends={"az": backend})
+    finally:
+        await backend.aclose()
+    assert _files(tmp_path) == {"a.bin": b"token" * 1000, "b/c.json": b"{}"}
+    assert {f.verification for f in report.files} == {"content-md5"}
+    assert credential.calls >= 2  # the SDK's listing and our GETs both asked
+
+
+async def test_untrusted_certificate_is_refused(azure_tls_server, tmp_path) -> None:
+    """Without the test CA, the https endpoint is refused, not silently trusted."""
+    from storage_init import TransferError
+
+    server, _ = azure_tls_server
+    access = AzureAccess(server.endpoint, server.account, "identity")
+    backend = AzureBackend(access, AzureOptions(), credential=_StaticToken())
+    try:
+        with pytest.raises(TransferError, match="certificate"):
+            await download("az://models/tok/m", tmp_path, backends={"az": backend})
+    finally:
+        await backend.aclose()
+    assert list(tmp_path.iterdir()) == []
