@@ -551,7 +551,7 @@ class Engine:
         chunk = self._cfg.chunk_size
         stall = self._cfg.stall_timeout
         offset = job.offsets[index]
-        buffers: list[bytes] = []
+        buffers: list[bytes | memoryview] = []
         pending = 0
         clock = anyio.current_time
         while True:
@@ -563,7 +563,9 @@ class Engine:
                     raise IntegrityError(msg, uri=job.uri)
                 buffers.append(data)
                 pending += len(data)
-                if pending < chunk:
+                # Small immutable chunks are gathered into one write; a view of a
+                # connection's buffer is written before the next read reuses it.
+                if pending < chunk and not isinstance(data, memoryview):
                     continue
             elif not buffers:
                 return

@@ -243,7 +243,7 @@ class FileDigest:
         self._md5: list[Any] = [None] * len(ranges)
         self._md5s: list[list[bytes]] = [[] for _ in ranges]
 
-    def update(self, index: int, data: bytes) -> None:
+    def update(self, index: int, data: bytes | memoryview) -> None:
         """Feed the next `data` bytes of range `index`, as they are written."""
         self.ranges[index].update(data)
         if self.inline:

@@ -42,14 +42,16 @@ def local_error(exc: OSError, path: Path | str) -> LocalIOError:
 
 
 class TempFile:
-    """A preallocated temp file that becomes `final` once `commit` is called.
+    """A temp file beside `final` that becomes `final` once `commit` is called.
 
     Args:
         final: the destination path; its parent directory must exist.
         size: the expected size.
-        preallocate: reserve `size` bytes up front (fallocate), so that a full disk
-            fails before any byte is fetched and writes from many ranges do not
-            fragment the file. Not worth its syscall for small files.
+        preallocate: check that `size` bytes are free and give the file its size
+            up front, so that a disk too small fails before any byte is fetched.
+            Not worth its syscalls for small files. The check is not a
+            reservation: a disk filled meanwhile still fails at write time, as
+            cleanly.
         token: a name for a resumable temp file (``.NAME.TOKEN.partial``); an
             existing file of that name and size is reopened, not truncated, and
             `reopened` is set. Without it the name is random and always new.
@@ -99,15 +101,15 @@ class TempFile:
         self.path.unlink(missing_ok=True)
 
     def _preallocate(self, size: int) -> None:
+        # Not posix_fallocate: on ext4 its unwritten extents are converted as the
+        # ranges land, which cost 0.35 s of system CPU per 2 GiB written by 8
+        # ranges at once (1.82 s against 1.46 s wall, measured); a statvfs check
+        # keeps the early failure without that cost.
         assert self._fd is not None
-        try:
-            os.posix_fallocate(self._fd, 0, size)
-        except OSError as exc:
-            # Filesystems without fallocate (some overlay and network ones) still
-            # take a sparse file; a full disk then shows up at write time.
-            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                raise
-            os.ftruncate(self._fd, size)
+        fs = os.fstatvfs(self._fd)
+        if fs.f_bavail * fs.f_frsize < size:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        os.ftruncate(self._fd, size)
 
     @property
     def fd(self) -> int:
@@ -121,7 +123,7 @@ class TempFile:
             raise LocalIOError(msg)
         return self._fd
 
-    def write(self, offset: int, buffers: Sequence[bytes]) -> int:
+    def write(self, offset: int, buffers: Sequence[bytes | memoryview]) -> int:
         """Write `buffers` back to back at `offset`; return the bytes written.
 
         Raises:

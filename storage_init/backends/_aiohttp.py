@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..models import ObjectInfo
+    from ._fetch import Fetched
 
 __all__ = [
     "AIOHTTP_ERRORS",
@@ -165,7 +166,11 @@ def status_error(status: int, uri: str, detail: str = "") -> TransferError:
 
 
 def check_range(
-    response: aiohttp.ClientResponse, start: int, end: int, size: int, uri: str
+    response: Fetched | aiohttp.ClientResponse,
+    start: int,
+    end: int,
+    size: int,
+    uri: str,
 ) -> None:
     """Check that a ranged GET answered 206 with exactly bytes ``[start, end)``.
 

@@ -32,11 +32,12 @@ class RangeBody(Protocol):
 
     info: ObjectInfo | None
 
-    async def read(self, size_hint: int) -> bytes:
-        """Return the next bytes of the body; ``b""`` at its end.
+    async def read(self, size_hint: int) -> bytes | memoryview:
+        """Return the next bytes of the body; an empty result at its end.
 
         Chunks are what the transport has buffered, without copies to join them:
-        `size_hint` is a preference, not a limit.
+        `size_hint` is a preference, not a limit. A `memoryview` is a view of the
+        connection's buffer, valid only until the next read: consume it first.
 
         Raises:
             NetworkError: the connection broke or timed out.

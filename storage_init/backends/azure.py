@@ -28,7 +28,6 @@ from urllib.parse import quote
 
 import aiohttp
 import anyio
-import yarl
 from azure.core.exceptions import (
     AzureError,
     HttpResponseError,
@@ -52,15 +51,14 @@ from ..errors import (
 from ..models import ObjectInfo
 from ._aiohttp import (
     AIOHTTP_ERRORS,
-    ChunkBody,
     WholeObjects,
     check_range,
-    finish,
     new_session,
     simple_error,
     status_error,
 )
 from ._azauth import AzureAccess, resolve_access
+from ._fetch import Fetcher
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -70,6 +68,7 @@ if TYPE_CHECKING:
 
     from ..config import AzureOptions, ProxyConfig, StorageConfig
     from ..uri import ObjectURI
+    from ._base import RangeBody
 
 __all__ = ["AzureBackend"]
 
@@ -198,6 +197,7 @@ class AzureBackend(WholeObjects):
         self._proxy = proxy or ProxyConfig()
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._fetch: Fetcher | None = None
         self._service: BlobServiceClient | None = None
         self._identity = credential
         self._owns_identity = False
@@ -263,8 +263,15 @@ class AzureBackend(WholeObjects):
             if self._service is None:
                 opts = self._options
                 verify = (opts.ca_bundle or True) if opts.verify_ssl else False
-                self._session = new_session(
+                session = self._session = new_session(
                     max_connections=self._max_connections,
+                    verify=verify,
+                    connect_timeout=opts.connect_timeout,
+                    read_timeout=opts.read_timeout,
+                )
+                self._fetch = Fetcher(
+                    lambda: session,
+                    self._proxy,
                     verify=verify,
                     connect_timeout=opts.connect_timeout,
                     read_timeout=opts.read_timeout,
@@ -374,10 +381,10 @@ class AzureBackend(WholeObjects):
     @asynccontextmanager
     async def open_range(
         self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
-    ) -> AsyncIterator[ChunkBody]:
+    ) -> AsyncIterator[RangeBody]:
         """See `Backend.open_range`."""
         await self._client()
-        assert self._session is not None
+        assert self._fetch is not None
         uri = self._uri(bucket, info.key)
         url = (
             f"{self._access.endpoint}/{quote(bucket, safe='$')}"
@@ -390,22 +397,14 @@ class AzureBackend(WholeObjects):
             headers["If-Match"] = f'"{info.etag}"'
         if not whole:
             headers["Range"] = f"bytes={start}-{end - 1}"
-        with map_errors(AIOHTTP_ERRORS, uri=uri):
-            response = await self._session.get(
-                yarl.URL(url, encoded=True),
-                headers=headers,
-                proxy=self._proxy.for_url(url),
-            )
-        try:
+        async with self._fetch.get(url, headers, uri=uri) as response:
             if response.status >= 300:
                 code = response.headers.get("x-ms-error-code", "")
                 with self._mapped(uri):
                     raise status_error(response.status, uri, code)
             if not whole:
                 check_range(response, start, end, info.size, uri)
-            yield ChunkBody(response.content, uri, None, AIOHTTP_ERRORS)
-        finally:
-            finish(response)
+            yield response.body(uri, None)
 
     async def aclose(self) -> None:
         """See `Backend.aclose`. Runs to the end even when the caller is cancelled."""
@@ -414,6 +413,8 @@ class AzureBackend(WholeObjects):
                 await self._service.close()
             if self._identity is not None and self._owns_identity:
                 await self._identity.close()
+            if self._fetch is not None:
+                await self._fetch.aclose()
             if self._session is not None:
                 await self._session.close()
-            self._service = self._identity = self._session = None
+            self._service = self._identity = self._session = self._fetch = None

@@ -21,7 +21,6 @@ from urllib.parse import quote
 
 import aiohttp
 import anyio
-import yarl
 from gcloud.aio.auth import Token
 from gcloud.aio.storage import Storage
 
@@ -35,19 +34,19 @@ from ..errors import (
 from ..models import ObjectInfo
 from ._aiohttp import (
     AIOHTTP_ERRORS,
-    ChunkBody,
     WholeObjects,
     check_range,
-    finish,
     new_session,
     status_error,
 )
+from ._fetch import Fetcher
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
     from ..config import GCSOptions, ProxyConfig, StorageConfig
     from ..uri import ObjectURI
+    from ._base import RangeBody
 
 __all__ = ["GCSBackend"]
 
@@ -116,6 +115,7 @@ class GCSBackend(WholeObjects):
         self._max_connections = max_connections
         self._api = options.emulator_host or GCS_API
         self._session: aiohttp.ClientSession | None = None
+        self._fetch: Fetcher | None = None
         self._storage: Storage | None = None
         self._token: Token | None = None
         self._lock = anyio.Lock()
@@ -134,8 +134,15 @@ class GCSBackend(WholeObjects):
         async with self._lock:
             if self._storage is None:
                 opts = self._options
-                self._session = new_session(
+                session = self._session = new_session(
                     max_connections=self._max_connections,
+                    verify=opts.verify_ssl,
+                    connect_timeout=opts.connect_timeout,
+                    read_timeout=opts.read_timeout,
+                )
+                self._fetch = Fetcher(
+                    lambda: session,
+                    self._proxy,
                     verify=opts.verify_ssl,
                     connect_timeout=opts.connect_timeout,
                     read_timeout=opts.read_timeout,
@@ -197,10 +204,10 @@ class GCSBackend(WholeObjects):
     @asynccontextmanager
     async def open_range(
         self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
-    ) -> AsyncIterator[ChunkBody]:
+    ) -> AsyncIterator[RangeBody]:
         """See `Backend.open_range`."""
         await self._client()
-        assert self._session is not None
+        assert self._fetch is not None
         uri = f"gs://{bucket}/{info.key}"
         url = (
             f"{self._api}/download/storage/v1/b/{quote(bucket, safe='')}"
@@ -211,13 +218,7 @@ class GCSBackend(WholeObjects):
         headers = await self._auth()
         if not whole:
             headers["Range"] = f"bytes={start}-{end - 1}"
-        with map_errors(_ERRORS, uri=uri):
-            response = await self._session.get(
-                yarl.URL(url, encoded=True),
-                headers=headers,
-                proxy=self._proxy.for_url(url),
-            )
-        try:
+        async with self._fetch.get(url, headers, uri=uri, errors=_ERRORS) as response:
             if response.status >= 300:
                 raise _read_error(response.status, uri, pinned=bool(info.etag))
             served = response.headers.get("X-Goog-Generation")
@@ -226,15 +227,15 @@ class GCSBackend(WholeObjects):
                 raise ObjectChangedError(msg, uri=uri)
             if not whole:
                 check_range(response, start, end, info.size, uri)
-            yield ChunkBody(response.content, uri, None, _ERRORS)
-        finally:
-            finish(response)
+            yield response.body(uri, None)
 
     async def aclose(self) -> None:
         """See `Backend.aclose`. Runs to the end even when the caller is cancelled."""
         with anyio.CancelScope(shield=True):
             if self._token is not None:
                 await self._token.close()
+            if self._fetch is not None:
+                await self._fetch.aclose()
             if self._session is not None:
                 await self._session.close()
-            self._session = self._storage = self._token = None
+            self._session = self._storage = self._token = self._fetch = None

@@ -32,13 +32,12 @@ from ..errors import (
 from ..models import ObjectInfo
 from ._aiohttp import (
     AIOHTTP_ERRORS,
-    ChunkBody,
     WholeObjects,
     check_range,
-    finish,
     new_session,
     status_error,
 )
+from ._fetch import Fetcher
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -47,6 +46,7 @@ if TYPE_CHECKING:
 
     from ..config import StorageConfig
     from ..uri import ObjectURI
+    from ._base import RangeBody
 
 __all__ = ["HTTPBackend", "PlainHTTPBackend"]
 
@@ -102,6 +102,7 @@ class HTTPBackend(WholeObjects):
         self._proxy = proxy or ProxyConfig()
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._fetch: Fetcher | None = None
         # By (host, key): the URL after redirects, and the If-Range validator.
         self._urls: dict[tuple[str, str], str] = {}
         self._validators: dict[tuple[str, str], str] = {}
@@ -119,16 +120,31 @@ class HTTPBackend(WholeObjects):
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
             opts = self._options
-            verify: bool | str = opts.verify_ssl
-            if opts.verify_ssl and opts.ca_bundle:
-                verify = opts.ca_bundle
             self._session = new_session(
                 max_connections=self._max_connections,
-                verify=verify,
+                verify=self._verify(),
                 connect_timeout=opts.connect_timeout,
                 read_timeout=opts.read_timeout,
             )
         return self._session
+
+    def _get_fetcher(self) -> Fetcher:
+        if self._fetch is None:
+            opts = self._options
+            self._fetch = Fetcher(
+                self._get_session,
+                self._proxy,
+                verify=self._verify(),
+                connect_timeout=opts.connect_timeout,
+                read_timeout=opts.read_timeout,
+            )
+        return self._fetch
+
+    def _verify(self) -> bool | str:
+        opts = self._options
+        if opts.verify_ssl and opts.ca_bundle:
+            return opts.ca_bundle
+        return opts.verify_ssl
 
     def _headers(self, url: str) -> dict[str, str]:
         host = (yarl.URL(url, encoded=True).host or "").lower()
@@ -206,7 +222,7 @@ class HTTPBackend(WholeObjects):
     @asynccontextmanager
     async def open_range(
         self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
-    ) -> AsyncIterator[ChunkBody]:
+    ) -> AsyncIterator[RangeBody]:
         """See `Backend.open_range`."""
         where = (bucket, info.key)
         url = self._urls.get(where) or f"{self.scheme}://{bucket}/{info.key}"
@@ -217,9 +233,10 @@ class HTTPBackend(WholeObjects):
             if validator:
                 # A changed file then answers 200 (the whole new file), not 206.
                 headers["If-Range"] = validator
-        with map_errors(AIOHTTP_ERRORS, uri=url):
-            response = await self._request("GET", url, headers).__aenter__()
-        try:
+        fetch = self._get_fetcher()
+        async with fetch.get(
+            url, {**self._headers(url), **headers}, uri=url
+        ) as response:
             if response.status >= 300:
                 raise status_error(response.status, url)
             if whole:
@@ -231,13 +248,14 @@ class HTTPBackend(WholeObjects):
                 raise ObjectChangedError(msg, uri=url)
             else:
                 check_range(response, start, end, info.size, url)
-            yield ChunkBody(response.content, url)
-        finally:
-            finish(response)
+            yield response.body(url, None)
 
     async def aclose(self) -> None:
         """See `Backend.aclose`. Runs to the end even when the caller is cancelled."""
         with anyio.CancelScope(shield=True):
+            if self._fetch is not None:
+                await self._fetch.aclose()
+                self._fetch = None
             if self._session is not None:
                 await self._session.close()
                 self._session = None

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import parse_qs
 
 import anyio
-import yarl
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore import UNSIGNED
@@ -53,12 +52,11 @@ from ..errors import (
 from ..models import ObjectInfo
 from ._aiohttp import (
     AIOHTTP_ERRORS,
-    ChunkBody,
     check_range,
-    finish,
     new_session,
     simple_error,
 )
+from ._fetch import Fetcher
 from ._s3wire import (
     MAX_ERROR_BODY,
     error_from_body,
@@ -76,6 +74,7 @@ if TYPE_CHECKING:
 
     from ..config import S3Options, StorageConfig
     from ..uri import ObjectURI
+    from ._base import RangeBody
 
 __all__ = ["S3Backend"]
 
@@ -141,6 +140,7 @@ class S3Backend:
         self._stack = AsyncExitStack()
         self._client: S3Client | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._fetch: Fetcher | None = None
         self._lock = anyio.Lock()
         self._closed = False
         self._session = get_session()
@@ -223,9 +223,17 @@ class S3Backend:
                     creator = self._session.create_client("s3", **kwargs)
                     with map_errors(_ERRORS, uri="s3://"):
                         client = await self._stack.enter_async_context(creator)
-                    self._http = await self._stack.enter_async_context(
-                        self._http_session()
+                    http = await self._stack.enter_async_context(self._http_session())
+                    opts = self._options
+                    fetcher = Fetcher(
+                        lambda: http,
+                        self._proxy,
+                        verify=self._verify(),
+                        connect_timeout=opts.connect_timeout,
+                        read_timeout=opts.read_timeout,
                     )
+                    self._stack.push_async_callback(fetcher.aclose)
+                    self._http, self._fetch = http, fetcher
                     self._client = client
                 except (ValueError, OSError) as exc:
                     msg = f"invalid S3 configuration: {redact_text(str(exc))}"
@@ -327,10 +335,10 @@ class S3Backend:
     @asynccontextmanager
     async def open_range(
         self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
-    ) -> AsyncIterator[ChunkBody]:
+    ) -> AsyncIterator[RangeBody]:
         """See `Backend.open_range`."""
         client = await self._get_client()
-        assert self._http is not None
+        assert self._fetch is not None
         uri = f"s3://{bucket}/{info.key}"
         headers: dict[str, str] = {}
         if info.etag:
@@ -339,15 +347,10 @@ class S3Backend:
             headers["Range"] = f"bytes={start}-{end - 1}"
         with map_errors(_ERRORS, uri=uri):
             url = await self._signed_get(client, bucket, info.key, headers, whole)
-            response = await self._http.get(
-                yarl.URL(url, encoded=True),
-                headers=headers,
-                proxy=self._proxy.for_url(url),
-            )
-        try:
+        async with self._fetch.get(url, headers, uri=uri, errors=_ERRORS) as response:
             if response.status >= 300:
                 with map_errors(_ERRORS, uri=uri):
-                    body = await response.content.read(MAX_ERROR_BODY + 1)
+                    body = await response.error_body(MAX_ERROR_BODY + 1)
                 raise error_from_body(response.status, body, uri=uri)
             got: ObjectInfo | None = None
             if whole:
@@ -358,9 +361,7 @@ class S3Backend:
                 got = info_from_headers(info.key, response.headers, size)
             else:
                 check_range(response, start, end, info.size, uri)
-            yield ChunkBody(response.content, uri, got, _ERRORS)
-        finally:
-            finish(response)
+            yield response.body(uri, got)
 
     async def _endpoint(self, client: S3Client, bucket: str) -> _Endpoint:
         """The bucket's base URL and signing region, from one botocore presign."""
@@ -426,5 +427,5 @@ class S3Backend:
             async with self._lock:
                 self._closed = True
                 self._client = None
-                self._http = None
+                self._http = self._fetch = None
                 await self._stack.aclose()

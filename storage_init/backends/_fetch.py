@@ -1,0 +1,163 @@
+"""The data GETs of every network backend: `WirePool` direct, aiohttp via proxies.
+
+Backends build the URL and headers (signatures, pins, ranges) and read the response
+through one interface, whichever client sent the request.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Protocol
+
+import yarl
+
+from ..errors import ErrorTable, map_errors
+from ._aiohttp import AIOHTTP_ERRORS, ChunkBody, finish
+from ._wire import WirePool, WireResponse
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Mapping
+
+    import aiohttp
+
+    from ..config import ProxyConfig
+    from ..models import ObjectInfo
+    from ._base import RangeBody
+
+__all__ = ["Fetched", "Fetcher"]
+
+
+class Fetched(Protocol):
+    """A response whose head has arrived.
+
+    Attributes:
+        status: the HTTP status.
+        headers: the headers, case-insensitive.
+        content_length: the Content-Length, if the response states one.
+    """
+
+    status: int
+    headers: Mapping[str, str]
+    content_length: int | None
+
+    def body(self, uri: str, info: ObjectInfo | None) -> RangeBody:
+        """The body, for the engine to read (errors mapped for `uri`)."""
+        ...
+
+    async def error_body(self, limit: int) -> bytes:
+        """Up to `limit` bytes of an error response's body."""
+        ...
+
+
+class _WireBody:
+    def __init__(
+        self,
+        response: WireResponse,
+        uri: str,
+        info: ObjectInfo | None,
+        errors: ErrorTable,
+    ) -> None:
+        self._response = response
+        self._uri = uri
+        self._errors = errors
+        self.info = info
+
+    async def read(self, size_hint: int) -> memoryview:
+        """See `RangeBody.read`: a view of the connection's buffer."""
+        with map_errors(self._errors, uri=self._uri):
+            return await self._response.read(size_hint)
+
+
+class _WireFetched:
+    def __init__(self, response: WireResponse, errors: ErrorTable) -> None:
+        self._response = response
+        self._errors = errors
+        self.status = response.status
+        self.headers: Mapping[str, str] = response.headers
+        self.content_length = response.content_length
+
+    def body(self, uri: str, info: ObjectInfo | None) -> RangeBody:
+        return _WireBody(self._response, uri, info, self._errors)
+
+    async def error_body(self, limit: int) -> bytes:
+        return await self._response.read_some(limit)
+
+
+class _AiohttpFetched:
+    def __init__(self, response: aiohttp.ClientResponse, errors: ErrorTable) -> None:
+        self._response = response
+        self._errors = errors
+        self.status = response.status
+        self.headers: Mapping[str, str] = response.headers
+        self.content_length = response.content_length
+
+    def body(self, uri: str, info: ObjectInfo | None) -> RangeBody:
+        return ChunkBody(self._response.content, uri, info, self._errors)
+
+    async def error_body(self, limit: int) -> bytes:
+        return await self._response.content.read(limit)
+
+
+class Fetcher:
+    """Sends a backend's data GETs.
+
+    Args:
+        session: returns the backend's aiohttp session (made on first use), for
+            requests that go through a proxy.
+        proxy: proxies by scheme.
+        verify: verify TLS certificates: False, True or a CA bundle path.
+        connect_timeout: seconds to connect.
+        read_timeout: seconds to wait for a response head.
+    """
+
+    def __init__(
+        self,
+        session: Callable[[], aiohttp.ClientSession],
+        proxy: ProxyConfig,
+        *,
+        verify: bool | str,
+        connect_timeout: float,
+        read_timeout: float,
+    ) -> None:
+        self._session = session
+        self._proxy = proxy
+        self._wire = WirePool(
+            verify=verify, connect_timeout=connect_timeout, read_timeout=read_timeout
+        )
+
+    @asynccontextmanager
+    async def get(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        *,
+        uri: str,
+        errors: ErrorTable = AIOHTTP_ERRORS,
+    ) -> AsyncIterator[Fetched]:
+        """GET `url` (already encoded); yield the response once its head is in.
+
+        Raises:
+            NetworkError: the connection failed or broke (through `errors`).
+            TransferError: anything else `errors` maps.
+        """
+        proxy = self._proxy.for_url(url)
+        if proxy is None:
+            with map_errors(errors, uri=uri):
+                response = await self._wire.request(url, headers)
+            try:
+                yield _WireFetched(response, errors)
+            finally:
+                self._wire.release(response)
+            return
+        with map_errors(errors, uri=uri):
+            via_proxy = await self._session().get(
+                yarl.URL(url, encoded=True), headers=dict(headers), proxy=proxy
+            )
+        try:
+            yield _AiohttpFetched(via_proxy, errors)
+        finally:
+            finish(via_proxy)
+
+    async def aclose(self) -> None:
+        """Close the idle direct connections (the session is the backend's)."""
+        await self._wire.aclose()
