@@ -14,7 +14,7 @@ import re
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 
 _RANGE = re.compile(rb"\r\n[Rr]ange: bytes=(\d+)-(\d*)")
@@ -80,7 +80,7 @@ class FaultProxy:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._handle, "127.0.0.1", 0)
+            asyncio.start_server(self._accept, "127.0.0.1", 0)
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._ready.set()
@@ -157,10 +157,17 @@ class FaultProxy:
             with contextlib.suppress(Exception):
                 writer.close()
 
+    def _accept(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Coroutine[None, None, None]:
+        # Called synchronously as the connection is made, so that a connection
+        # whose handler task never got to run is still closed at the end.
+        self._writers.add(writer)
+        return self._handle(reader, writer)
+
     async def _handle(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        self._writers.add(writer)
         faults = self.faults
         if faults.refuse > 0:
             faults.refuse -= 1

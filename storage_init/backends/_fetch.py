@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import yarl
 
+from ..config import READ_BUFFER
 from ..errors import ErrorTable, map_errors
 from ._aiohttp import AIOHTTP_ERRORS, ChunkBody, finish
 from ._wire import WirePool, WireResponse
@@ -122,7 +123,10 @@ class Fetcher:
         self._session = session
         self._proxy = proxy
         self._wire = WirePool(
-            verify=verify, connect_timeout=connect_timeout, read_timeout=read_timeout
+            verify=verify,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            buffer_size=READ_BUFFER,
         )
 
     @asynccontextmanager

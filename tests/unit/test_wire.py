@@ -1,0 +1,245 @@
+"""The data-GET client's HTTP/1.1 framing, against scripted responses on 127.0.0.1.
+
+A few lines of asyncio server answer each request with bytes chosen by the test:
+the framings real stores use (Content-Length, chunked, close-delimited), split at
+awkward places, and the malformed ones a client must refuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+
+from storage_init.backends._wire import WireError, WirePool, _ChunkDecoder
+
+Script = Callable[[bytes, int], list[bytes]]
+
+
+@asynccontextmanager
+async def scripted(script: Script, *, close: bool = False) -> AsyncIterator[str]:
+    """Serve `script(request, n)` (pieces written with a yield between them)."""
+    count = 0
+    writers: set[asyncio.StreamWriter] = set()
+
+    def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        writers.add(writer)  # synchronously, even if the handler never runs
+        return handle(reader, writer)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        nonlocal count
+        try:
+            while True:
+                request = await reader.readuntil(b"\r\n\r\n")
+                count += 1
+                for piece in script(request, count):
+                    writer.write(piece)
+                    await writer.drain()
+                    await asyncio.sleep(0)
+                if close:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        for writer in writers:
+            writer.close()
+        await server.wait_closed()
+        await asyncio.sleep(0)
+
+
+async def _body(pool: WirePool, url: str, hint: int = 1 << 20) -> bytes:
+    response = await pool.request(url, {})
+    out = bytearray()
+    try:
+        while data := await response.read(hint):
+            out += data
+    finally:
+        pool.release(response)
+    return bytes(out)
+
+
+def _ok(body: bytes, extra: str = "") -> bytes:
+    return (
+        f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
+    )
+
+
+async def test_content_length_reused_connection() -> None:
+    """Bodies framed by Content-Length; the connection serves the next request."""
+    data = os.urandom(3 << 20)
+    async with scripted(lambda req, n: [_ok(data)[:100], _ok(data)[100:]]) as url:
+        pool = WirePool(buffer_size=256 << 10)
+        try:
+            assert await _body(pool, url + "/a") == data
+            assert await _body(pool, url + "/b") == data
+            assert (
+                len(pool._idle[("http", "127.0.0.1", int(url.rsplit(":", 1)[1]))]) == 1
+            )
+        finally:
+            await pool.aclose()
+
+
+async def test_request_line_and_headers_sent() -> None:
+    """The request carries the path, query, Host and the caller's headers."""
+    seen: list[bytes] = []
+
+    def script(request: bytes, n: int) -> list[bytes]:
+        seen.append(request)
+        return [_ok(b"x")]
+
+    async with scripted(script) as url:
+        pool = WirePool()
+        try:
+            response = await pool.request(url + "/k%20y?sig=1", {"Range": "bytes=0-0"})
+            assert await response.read_some(10) == b"x"
+            pool.release(response)
+        finally:
+            await pool.aclose()
+    head = seen[0].decode()
+    assert head.startswith("GET /k%20y?sig=1 HTTP/1.1\r\n")
+    assert "\r\nRange: bytes=0-0\r\n" in head
+    assert f"\r\nHost: {url.split('://')[1]}\r\n" in head
+
+
+@pytest.mark.parametrize("split", [1, 7, 100, 5000])
+async def test_chunked_body(split: int) -> None:
+    """Chunked bodies decode whatever the packet boundaries; trailers are skipped."""
+    data = os.urandom(300_000)
+    wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    for i in range(0, len(data), 70_000):
+        piece = data[i : i + 70_000]
+        wire += f"{len(piece):x};ext=1\r\n".encode() + piece + b"\r\n"
+    wire += b"0\r\nX-Trailer: t\r\n\r\n"
+    pieces = [wire[i : i + split * 1000] for i in range(0, len(wire), split * 1000)]
+    async with scripted(lambda req, n: pieces) as url:
+        pool = WirePool(buffer_size=64 << 10)
+        try:
+            assert await _body(pool, url, hint=16 << 10) == data
+            assert await _body(pool, url) == data  # reused after the trailer
+        finally:
+            await pool.aclose()
+
+
+async def test_close_delimited_body() -> None:
+    """Without Content-Length or chunking, the body ends with the connection."""
+    data = os.urandom(100_000)
+    async with scripted(
+        lambda req, n: [b"HTTP/1.0 200 OK\r\n\r\n", data], close=True
+    ) as url:
+        pool = WirePool()
+        try:
+            assert await _body(pool, url) == data
+            assert not any(pool._idle.values())  # not reusable
+        finally:
+            await pool.aclose()
+
+
+async def test_truncated_body_is_an_error() -> None:
+    """A connection closed before Content-Length bytes is a WireError."""
+    async with scripted(
+        lambda req, n: [b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"], close=True
+    ) as url:
+        pool = WirePool()
+        try:
+            with pytest.raises(WireError):
+                await _body(pool, url)
+        finally:
+            await pool.aclose()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        pytest.param(b"SPDY/9 200 OK\r\n\r\n", id="status-line"),
+        pytest.param(b"HTTP/1.1 2x0 OK\r\n\r\n", id="status-code"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n", id="header"),
+        pytest.param(b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 20000, id="huge-head"),
+    ],
+)
+async def test_malformed_heads_are_refused(head: bytes) -> None:
+    async with scripted(lambda req, n: [head], close=True) as url:
+        pool = WirePool()
+        try:
+            with pytest.raises(WireError):
+                await _body(pool, url)
+        finally:
+            await pool.aclose()
+
+
+async def test_stale_keep_alive_connection_is_replaced() -> None:
+    """A pooled connection the server closed is retried once on a new one."""
+    async with scripted(lambda req, n: [_ok(b"%d" % n)], close=True) as url:
+        pool = WirePool()
+        try:
+            assert await _body(pool, url) == b"1"
+            assert await _body(pool, url) == b"2"
+        finally:
+            await pool.aclose()
+
+
+async def test_interim_response_is_skipped() -> None:
+    async with scripted(
+        lambda req, n: [b"HTTP/1.1 100 Continue\r\n\r\n", _ok(b"final")]
+    ) as url:
+        pool = WirePool()
+        try:
+            assert await _body(pool, url) == b"final"
+        finally:
+            await pool.aclose()
+
+
+async def test_unread_body_closes_the_connection() -> None:
+    """A response released before its end never returns to the pool."""
+    async with scripted(lambda req, n: [_ok(os.urandom(1 << 20))]) as url:
+        pool = WirePool(buffer_size=64 << 10)
+        try:
+            response = await pool.request(url, {})
+            assert await response.read(1)
+            pool.release(response)
+            assert not any(pool._idle.values())
+        finally:
+            await pool.aclose()
+
+
+async def test_head_timeout() -> None:
+    """A server that never answers fails after read_timeout."""
+    async with scripted(lambda req, n: []) as url:
+        pool = WirePool(read_timeout=0.2)
+        try:
+            with pytest.raises(TimeoutError):
+                await pool.request(url, {})
+        finally:
+            await pool.aclose()
+
+
+def test_chunk_decoder_output_full_then_resumes() -> None:
+    """Payload waits in the decoder when the output is full (flow control)."""
+    decoder = _ChunkDecoder()
+    decoder.feed(b"a\r\n0123456789\r\n0\r\n\r\n")
+    out = memoryview(bytearray(4))
+    assert decoder.decode_into(out) == 4
+    assert decoder.blocked
+    assert bytes(out) == b"0123"
+    rest = memoryview(bytearray(16))
+    assert decoder.decode_into(rest) == 6
+    assert bytes(rest[:6]) == b"456789"
+    assert decoder.finished
+
+
+@pytest.mark.parametrize("bad", [b"zz\r\n", b"5\r\nabcdeXX", b"f" * 2000])
+def test_chunk_decoder_rejects_bad_framing(bad: bytes) -> None:
+    decoder = _ChunkDecoder()
+    decoder.feed(bad)
+    with pytest.raises(WireError):
+        decoder.decode_into(memoryview(bytearray(64)))
