@@ -195,9 +195,17 @@ class S3Options:
         connect_timeout: S3_CONNECT_TIMEOUT seconds (default 15).
         read_timeout: S3_READ_TIMEOUT seconds (default 30).
         max_attempts: S3_MAX_ATTEMPTS, the SDK's own request attempts (default 3).
-        access_key_id: ``access_key_id`` from STORAGE_CONFIG (never logged).
-        secret_access_key: ``secret_access_key`` from STORAGE_CONFIG (never logged).
+        access_key_id: ``access_key_id`` from STORAGE_CONFIG, else AWS_ACCESS_KEY_ID
+            (never logged).
+        secret_access_key: ``secret_access_key`` from STORAGE_CONFIG, else
+            AWS_SECRET_ACCESS_KEY (never logged).
+        session_token: AWS_SESSION_TOKEN, with keys from the environment.
         page_size: keys per listing page (S3's maximum is 1000).
+        sdk: send HEADs and listings through aiobotocore even when static keys (or
+            anonymous access) and a region or endpoint would let storage-init send
+            them itself. Set when the environment asks for what only the SDK
+            resolves (AWS_PROFILE, AWS_ENDPOINT_URL_S3, FIPS or
+            dual-stack endpoints, S3_USE_ACCELERATE), or by STORAGE_INIT_S3_SDK=1.
     """
 
     endpoint_url: str | None = None
@@ -212,7 +220,9 @@ class S3Options:
     max_attempts: int = 3
     access_key_id: str | None = field(default=None, repr=False)
     secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
     page_size: int = 1000
+    sdk: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.page_size <= 1000:
@@ -529,9 +539,39 @@ def _s3_options(environ: Mapping[str, str], spec: Mapping[str, Any]) -> S3Option
         connect_timeout=_float(environ, "S3_CONNECT_TIMEOUT", 15.0),
         read_timeout=_float(environ, "S3_READ_TIMEOUT", 30.0),
         max_attempts=_int(environ, "S3_MAX_ATTEMPTS", 3),
-        access_key_id=s3_spec.get("access_key_id") or None,
-        secret_access_key=s3_spec.get("secret_access_key") or None,
+        **_s3_keys(environ, s3_spec),
+        sdk=_truthy(environ.get("STORAGE_INIT_S3_SDK"))
+        or any(environ.get(name) for name in _SDK_ONLY)
+        or _truthy(environ.get("AWS_USE_FIPS_ENDPOINT"))
+        or _truthy(environ.get("AWS_USE_DUALSTACK_ENDPOINT"))
+        or _truthy(environ.get("S3_USE_ACCELERATE")),
     )
+
+
+#: Variables whose meaning only botocore resolves (profiles, per-service endpoints).
+_SDK_ONLY = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_ENDPOINT_URL_S3",
+)
+
+
+def _s3_keys(environ: Mapping[str, str], s3_spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Static keys: STORAGE_CONFIG's, else the environment's (as botocore reads)."""
+    access, secret = s3_spec.get("access_key_id"), s3_spec.get("secret_access_key")
+    if access and secret:
+        return {"access_key_id": str(access), "secret_access_key": str(secret)}
+    access, secret = (
+        environ.get("AWS_ACCESS_KEY_ID"),
+        environ.get("AWS_SECRET_ACCESS_KEY"),
+    )
+    if access and secret:
+        return {
+            "access_key_id": access,
+            "secret_access_key": secret,
+            "session_token": environ.get("AWS_SESSION_TOKEN") or None,
+        }
+    return {}
 
 
 def _gcs_options(environ: Mapping[str, str]) -> GCSOptions:

@@ -9,11 +9,9 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Protocol
 
-import yarl
-
 from ..config import READ_BUFFER
 from ..errors import ErrorTable, map_errors
-from ._aiohttp import AIOHTTP_ERRORS, ChunkBody, finish
+from ._common import NETWORK_ERRORS
 from ._wire import WirePool, WireResponse
 
 if TYPE_CHECKING:
@@ -93,6 +91,8 @@ class _AiohttpFetched:
         self.content_length = response.content_length
 
     def body(self, uri: str, info: ObjectInfo | None) -> RangeBody:
+        from ._aiohttp import ChunkBody
+
         return ChunkBody(self._response.content, uri, info, self._errors)
 
     async def error_body(self, limit: int) -> bytes:
@@ -136,9 +136,10 @@ class Fetcher:
         headers: Mapping[str, str],
         *,
         uri: str,
-        errors: ErrorTable = AIOHTTP_ERRORS,
+        errors: ErrorTable = NETWORK_ERRORS,
+        method: str = "GET",
     ) -> AsyncIterator[Fetched]:
-        """GET `url` (already encoded); yield the response once its head is in.
+        """Send GET (or HEAD) `url`, already encoded; yield the response's head.
 
         Raises:
             NetworkError: the connection failed or broke (through `errors`).
@@ -147,18 +148,24 @@ class Fetcher:
         proxy = self._proxy.for_url(url)
         if proxy is None:
             with map_errors(errors, uri=uri):
-                response = await self._wire.request(url, headers)
+                response = await self._wire.request(url, headers, method=method)
             try:
                 yield _WireFetched(response, errors)
             finally:
                 self._wire.release(response)
             return
-        with map_errors(errors, uri=uri):
-            via_proxy = await self._session().get(
-                yarl.URL(url, encoded=True), headers=dict(headers), proxy=proxy
+        # aiohttp only for proxies: the lean S3 path never imports it.
+        import yarl
+
+        from ._aiohttp import AIOHTTP_ERRORS, finish
+
+        table = {**AIOHTTP_ERRORS, **errors}
+        with map_errors(table, uri=uri):
+            via_proxy = await self._session().request(
+                method, yarl.URL(url, encoded=True), headers=dict(headers), proxy=proxy
             )
         try:
-            yield _AiohttpFetched(via_proxy, errors)
+            yield _AiohttpFetched(via_proxy, table)
         finally:
             finish(via_proxy)
 

@@ -6,12 +6,14 @@ Shared by the aiobotocore control plane (HEAD, LIST) and the direct GETs.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus
 
 from .._redact import redact_text
 from ..models import ObjectInfo
-from ._aiohttp import status_error
+from ._common import status_error
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -20,7 +22,37 @@ if TYPE_CHECKING:
         TransferError,
     )
 
-__all__ = ["error_from_body", "info_from_headers", "info_from_response", "s3_error"]
+__all__ = [
+    "NO_CREDENTIALS",
+    "S3Endpoint",
+    "error_from_body",
+    "info_from_headers",
+    "info_from_response",
+    "parse_list_page",
+    "s3_error",
+]
+
+NO_CREDENTIALS = (
+    "no AWS credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+    "a profile, IRSA, or awsAnonymousCredential=true)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class S3Endpoint:
+    """Where a bucket's objects live and how requests to them are signed.
+
+    Attributes:
+        base: ends with ``/``; an object's URL is base + encoded key.
+        region: the signing region; None for unsigned (anonymous) requests.
+        presign: let botocore presign every GET (an endpoint our signer does not
+            cover).
+    """
+
+    base: str
+    region: str | None
+    presign: bool = False
+
 
 _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NotFound"}
 _DENIED = {
@@ -140,3 +172,47 @@ def info_from_headers(key: str, headers: Mapping[str, str], size: int) -> Object
         ),
         parts_count=int(parts) if parts and parts.isdigit() else None,
     )
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def parse_list_page(body: bytes) -> tuple[list[ObjectInfo], str | None]:
+    """Parse a ListObjectsV2 response: the objects and the continuation token.
+
+    Keys are URL-decoded when the response says ``EncodingType`` url (we ask for
+    it: XML cannot carry every byte a key may hold).
+
+    Raises:
+        ValueError: the body is not a ListBucketResult.
+    """
+    root = ET.fromstring(body)  # noqa: S314 - S3's reply; expat refuses entity bombs
+    if _local(root.tag) != "ListBucketResult":
+        msg = f"expected ListBucketResult, got {_local(root.tag)}"
+        raise ValueError(msg)
+    fields = {_local(child.tag): child for child in root}
+    encoded = (
+        (fields["EncodingType"].text or "") == "url"
+        if "EncodingType" in fields
+        else False
+    )
+    infos = []
+    for child in root:
+        if _local(child.tag) != "Contents":
+            continue
+        item = {_local(f.tag): f.text or "" for f in child}
+        key = unquote_plus(item["Key"]) if encoded else item["Key"]
+        etag = item.get("ETag", "").strip('"') or None
+        infos.append(ObjectInfo(key=key, size=int(item["Size"]), etag=etag))
+    truncated = (
+        (fields["IsTruncated"].text or "") == "true"
+        if "IsTruncated" in fields
+        else False
+    )
+    token = (
+        fields["NextContinuationToken"].text
+        if "NextContinuationToken" in fields
+        else None
+    )
+    return infos, token if truncated else None

@@ -1,4 +1,4 @@
-"""AWS Signature Version 4 for the S3 GETs that storage-init sends itself.
+"""AWS Signature Version 4 for the S3 requests that storage-init sends itself.
 
 botocore's presigner takes about 0.14 ms of CPU per request (endpoint rules, event
 hooks, URL parsing); for a model of 1000 small files that was a fifth of the run.
@@ -15,9 +15,9 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
-__all__ = ["Credentials", "object_url", "sign_get"]
+__all__ = ["Credentials", "object_url", "sign_get", "sign_request"]
 
 _UNSIGNED = "UNSIGNED-PAYLOAD"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -66,10 +66,40 @@ def sign_get(
     *,
     now: float | None = None,
 ) -> dict[str, str]:
-    """Return the headers that authenticate a GET of `url` (no query string).
+    """Return the headers that authenticate a GET of `url`; see `sign_request`."""
+    return sign_request("GET", url, region, credentials, extra, now=now)
+
+
+def _canonical_query(query: str) -> str:
+    """The query string as SigV4 wants it: pairs sorted, RFC 3986-encoded."""
+    if not query:
+        return ""
+    pairs = []
+    for item in query.split("&"):
+        name, _, value = item.partition("=")
+        pairs.append((_encode(unquote(name)), _encode(unquote(value))))
+    return "&".join(f"{n}={v}" for n, v in sorted(pairs))
+
+
+def _encode(text: str) -> str:
+    return quote(text, safe="-_.~")
+
+
+def sign_request(
+    method: str,
+    url: str,
+    region: str,
+    credentials: Credentials,
+    extra: dict[str, str] | None = None,
+    *,
+    now: float | None = None,
+) -> dict[str, str]:
+    """Return the headers that authenticate a body-less request (GET, HEAD).
 
     Args:
-        url: the object URL, already encoded (see `object_url`).
+        method: ``GET`` or ``HEAD``.
+        url: the URL, already encoded (see `object_url`); its query string (a
+            listing's parameters, a part number) is signed too.
         region: the signing region.
         credentials: the keys to sign with.
         extra: ``x-amz-*`` headers to send and sign (``x-amz-checksum-mode``).
@@ -91,9 +121,9 @@ def sign_get(
     names = sorted(signed)
     canonical = "\n".join(
         [
-            "GET",
+            method,
             parts.path or "/",
-            "",
+            _canonical_query(parts.query),
             "".join(f"{n}:{signed[n]}\n" for n in names),
             ";".join(names),
             _UNSIGNED,

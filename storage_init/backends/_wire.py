@@ -86,6 +86,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.status = 0
         self.headers: CIMultiDict[str] = CIMultiDict()
         self.reusable = True
+        self._no_body = False  # a HEAD: whatever the headers say, no body
 
     # -- asyncio callbacks -------------------------------------------------------
 
@@ -166,6 +167,12 @@ class _Connection(asyncio.BufferedProtocol):
         rest = bytes(self._head[end + 4 :])
         self._head = bytearray()
         self._in_body = True
+        if self._no_body:
+            self._remaining = 0
+            self._done = True
+            if rest:
+                self._fail(WireError("the server sent a body after a HEAD"))
+            return
         if "chunked" in headers.get("Transfer-Encoding", "").lower():
             self._chunked = _ChunkDecoder()
             self._chunked.feed(rest)
@@ -236,11 +243,12 @@ class _Connection(asyncio.BufferedProtocol):
 
     # -- the reader's side -----------------------------------------------------
 
-    def send(self, request: bytes) -> None:
+    def send(self, request: bytes, *, head: bool = False) -> None:
         assert self._transport is not None
         if self._paused:
             self._transport.resume_reading()
         self._reset()
+        self._no_body = head
         self._transport.write(request)
 
     async def read_head(self) -> None:
@@ -452,8 +460,10 @@ class WirePool:
                 return connection
         return None
 
-    async def request(self, url: str, headers: Mapping[str, str]) -> WireResponse:
-        """Send ``GET url``; return the response once its head has arrived.
+    async def request(
+        self, url: str, headers: Mapping[str, str], *, method: str = "GET"
+    ) -> WireResponse:
+        """Send ``GET url`` (or HEAD); return the response once its head has arrived.
 
         Pass the response to `release` when done with it. A reused connection
         that the server had closed meanwhile is replaced once, transparently (GET
@@ -473,7 +483,7 @@ class WirePool:
         if parts.query:
             target += f"?{parts.query}"
         netloc = parts.netloc.rsplit("@", 1)[-1]
-        lines = [f"GET {target} HTTP/1.1", f"Host: {netloc}"]
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {netloc}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         connection = self._checkout(key)
@@ -481,7 +491,7 @@ class WirePool:
         while True:
             if connection is None:
                 connection = await self._connect(key)
-            connection.send(request)
+            connection.send(request, head=method == "HEAD")
             try:
                 with anyio.fail_after(self._read_timeout):
                     await connection.read_head()

@@ -49,15 +49,9 @@ from ..errors import (
     map_errors,
 )
 from ..models import ObjectInfo
-from ._aiohttp import (
-    AIOHTTP_ERRORS,
-    WholeObjects,
-    check_range,
-    new_session,
-    simple_error,
-    status_error,
-)
+from ._aiohttp import AIOHTTP_ERRORS, new_session
 from ._azauth import AzureAccess, resolve_access
+from ._common import WholeObjects, check_range, simple_error, status_error
 from ._fetch import Fetcher
 
 if TYPE_CHECKING:

@@ -30,13 +30,8 @@ from ..errors import (
     map_errors,
 )
 from ..models import ObjectInfo
-from ._aiohttp import (
-    AIOHTTP_ERRORS,
-    WholeObjects,
-    check_range,
-    new_session,
-    status_error,
-)
+from ._aiohttp import AIOHTTP_ERRORS, new_session
+from ._common import WholeObjects, check_range, status_error
 from ._fetch import Fetcher
 
 if TYPE_CHECKING:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -35,12 +36,23 @@ def seeder(s3_server: S3Server) -> S3Seeder:
     return S3Seeder(s3_server)
 
 
+#: Which control plane sends HEADs and listings; every test runs with both.
+_SDK = False
+
+
+@pytest.fixture(autouse=True, params=["lean", "sdk"])
+def control_plane(request: pytest.FixtureRequest, monkeypatch) -> None:
+    """Run the test with our own S3 requests, then with aiobotocore's."""
+    monkeypatch.setattr(sys.modules[__name__], "_SDK", request.param == "sdk")
+
+
 def _options(server: S3Server, **kwargs: object) -> S3Options:
     base: dict[str, object] = {
         "endpoint_url": server.endpoint,
         "region": "us-east-1",
         "access_key_id": server.access_key,
         "secret_access_key": server.secret_key,
+        "sdk": _SDK,
     }
     base.update(kwargs)
     return S3Options(**base)  # type: ignore[arg-type]
@@ -241,3 +253,54 @@ class TestS3Download:
         with pytest.raises(AccessDeniedError) as info:
             await download(f"s3://{s3_server.bucket}/denied/x", tmp_path, config=config)
         assert "wrong-secret-value" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("extra_env", "botocore_loaded"),
+    [
+        pytest.param({}, False, id="kserve-env-lean"),
+        pytest.param({"STORAGE_INIT_S3_SDK": "1"}, True, id="forced-sdk"),
+        pytest.param({"AWS_PROFILE": "default"}, True, id="profile-needs-sdk"),
+    ],
+)
+def test_botocore_only_when_needed(
+    s3_server, seeder, tmp_path, extra_env, botocore_loaded, control_plane
+) -> None:
+    """With KServe's variables (keys, endpoint, region) botocore is never imported.
+
+    Importing it costs about 240 ms of start-up; what only the SDK resolves
+    (profiles, FIPS, forced) still goes through it, and the download is the same.
+    """
+    import subprocess
+
+    seeder.put("lean/a.json", b"{}")
+    program = (
+        "import sys; from storage_init.cli import main; "
+        "code = main(sys.argv[1:]); "
+        "print('botocore' in sys.modules); sys.exit(code)"
+    )
+    env = {
+        **os.environ,
+        **s3_server.env(),
+        **extra_env,
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials"),
+    }
+    (tmp_path / "credentials").write_text("[default]\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            program,
+            "--quiet",
+            f"s3://{s3_server.bucket}/lean/a.json",
+            str(tmp_path / "out"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(botocore_loaded)
+    assert (tmp_path / "out" / "a.json").read_bytes() == b"{}"

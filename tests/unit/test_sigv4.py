@@ -6,15 +6,26 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials as BotoCredentials
 
-from storage_init.backends._sigv4 import Credentials, object_url, sign_get
+from storage_init.backends._sigv4 import (
+    Credentials,
+    object_url,
+    sign_get,
+    sign_request,
+)
 
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
 
-def _botocore(url: str, region: str, creds: Credentials, extra: dict[str, str]):
-    """Sign the same GET with botocore's S3 signer, at the time NOW."""
+def _botocore(
+    url: str,
+    region: str,
+    creds: Credentials,
+    extra: dict[str, str],
+    method: str = "GET",
+):
+    """Sign the same request with botocore's S3 signer, at the time NOW."""
     request = AWSRequest(
-        method="GET",
+        method=method,
         url=url,
         headers={"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD", **extra},
     )
@@ -65,6 +76,39 @@ class TestSignGet:
         )
         ours = sign_get(url, region, creds, extra, now=NOW)["Authorization"]
         assert ours == _botocore(url, region, creds, extra)
+
+    @pytest.mark.parametrize(
+        ("method", "url"),
+        [
+            pytest.param(
+                "GET",
+                "http://127.0.0.1:9000/bucket?list-type=2&prefix=m%20x%2F&max-keys=1000"
+                "&encoding-type=url&continuation-token=1%2Fab%3D%3D",
+                id="list-query",
+            ),
+            pytest.param(
+                "HEAD",
+                "https://b.s3.eu-west-1.amazonaws.com/k%20y.bin?partNumber=3",
+                id="head-part",
+            ),
+        ],
+    )
+    def test_requests_with_queries_match_botocore(self, method, url, monkeypatch):
+        """Listing and HEAD requests, query strings included, sign as botocore's."""
+        import datetime
+
+        import botocore.auth
+
+        monkeypatch.setattr(
+            botocore.auth,
+            "get_current_datetime",
+            lambda: datetime.datetime.fromtimestamp(NOW, datetime.UTC).replace(
+                tzinfo=None
+            ),
+        )
+        creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+        ours = sign_request(method, url, "eu-west-1", creds, {}, now=NOW)
+        assert ours["Authorization"] == _botocore(url, "eu-west-1", creds, {}, method)
 
     def test_object_url_encoding(self) -> None:
         """Keys are percent-encoded as S3 expects, slashes and tildes kept."""

@@ -1,0 +1,257 @@
+"""The S3 control plane without botocore: HEADs and listings signed by `_sigv4`.
+
+With static keys (or anonymous access) and an explicit region or endpoint, which is
+how KServe configures its init container, everything S3 needs is a URL, SigV4 and a
+little XML. Sending those few requests ourselves on the data connections saves
+botocore's import and client creation: about 300 ms before the first request, on
+every start. Anything else (the credential chain, profiles, FIPS, dual-stack or
+accelerated endpoints) takes `_s3boto`.
+
+Endpoints follow botocore's rules for the cases handled here: AWS buckets are
+addressed virtually (``https://bucket.s3.region.amazonaws.com/``) unless their
+name has dots or is not DNS-compatible; a custom endpoint (``AWS_ENDPOINT_URL``)
+is addressed by path unless S3_USER_VIRTUAL_BUCKET asks otherwise, as s5cmd and
+rclone do. A bucket in another region than the configured one answers with its
+region (``x-amz-bucket-region``), which is then used for every request to it.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import TYPE_CHECKING
+from urllib.parse import quote, urlsplit
+
+import anyio
+
+from ..errors import TransferError
+from ._common import NETWORK_ERRORS
+from ._s3wire import (
+    MAX_ERROR_BODY,
+    S3Endpoint,
+    error_from_body,
+    info_from_headers,
+    parse_list_page,
+    s3_error,
+)
+from ._sigv4 import Credentials, object_url, sign_request
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from contextlib import AsyncExitStack
+
+    from ..config import S3Options
+    from ..errors import ErrorTable
+    from ..models import ObjectInfo
+    from ._fetch import Fetched, Fetcher
+
+__all__ = ["LeanControl", "lean_credentials"]
+
+#: Listing bodies: 1000 keys of up to 1 KiB each, URL-encoded, in XML.
+_MAX_LIST_BODY = 16 * 1024 * 1024
+_VIRTUAL_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+_REDIRECTS = (301, 307, 400)
+
+
+def lean_credentials(options: S3Options) -> Credentials | bool | None:
+    """The keys the lean control plane would sign with.
+
+    Returns:
+        `Credentials`, None for anonymous access, or False when the SDK is needed
+        (no static keys, no region or endpoint, or `S3Options.sdk`).
+    """
+    if options.sdk or options.use_accelerate:
+        return False
+    if not (options.region or options.endpoint_url):
+        return False
+    if options.anonymous:
+        return None
+    if options.access_key_id and options.secret_access_key:
+        return Credentials(
+            options.access_key_id, options.secret_access_key, options.session_token
+        )
+    return False
+
+
+class LeanControl:
+    """HEAD and LIST sent by storage-init itself, on the data connections.
+
+    Args:
+        options: endpoint, region, addressing style, attempts.
+        credentials: the keys, or None to send unsigned requests.
+        fetcher: the backend's data client, which sends these requests too.
+    """
+
+    errors: ErrorTable = NETWORK_ERRORS
+
+    def __init__(
+        self, options: S3Options, credentials: Credentials | None, fetcher: Fetcher
+    ) -> None:
+        self._options = options
+        self._credentials = credentials
+        self._fetch = fetcher
+        self._regions: dict[str, str] = {}
+
+    async def start(self, stack: AsyncExitStack) -> None:
+        """Nothing to create: the fetcher is the backend's."""
+        del stack
+
+    def _region(self, bucket: str) -> str:
+        return self._regions.get(bucket) or self._options.region or "us-east-1"
+
+    async def endpoint(self, bucket: str) -> S3Endpoint:
+        """The bucket's base URL and signing region (no request needed)."""
+        opts = self._options
+        region = self._region(bucket)
+        signing = None if self._credentials is None else region
+        name = quote(bucket, safe="")
+        if opts.endpoint_url:
+            parts = urlsplit(opts.endpoint_url.rstrip("/"))
+            if opts.addressing_style == "virtual":
+                base = f"{parts.scheme}://{bucket}.{parts.netloc}{parts.path}/"
+            else:
+                base = f"{opts.endpoint_url.rstrip('/')}/{name}/"
+            return S3Endpoint(base=base, region=signing)
+        if opts.addressing_style != "path" and _VIRTUAL_RE.match(bucket):
+            base = f"https://{bucket}.s3.{region}.amazonaws.com/"
+        else:
+            base = f"https://s3.{region}.amazonaws.com/{name}/"
+        return S3Endpoint(base=base, region=signing)
+
+    async def presign(self, bucket: str, key: str, *, whole: bool) -> str:
+        """Never needed: every endpoint here is signed by `_sigv4`."""
+        raise NotImplementedError
+
+    async def keys(self) -> Credentials:
+        """The static keys (`endpoint` has region None when there are none)."""
+        assert self._credentials is not None
+        return self._credentials
+
+    async def _request(
+        self,
+        method: str,
+        bucket: str,
+        path: str,
+        query: str,
+        headers: dict[str, str],
+        *,
+        uri: str,
+        limit: int,
+    ) -> tuple[Fetched, bytes]:
+        """Send a signed request to `bucket`; return the response and its body.
+
+        Retries network failures and throttling (`S3Options.max_attempts` in all),
+        and follows a bucket's region once.
+
+        Raises:
+            TransferError: the request failed for good.
+        """
+        attempt, moved = 0, False
+        while True:
+            endpoint = await self.endpoint(bucket)
+            url = object_url(endpoint.base, path) + (f"?{query}" if query else "")
+            signed = dict(headers)
+            if endpoint.region is not None:
+                signed.update(
+                    sign_request(
+                        method, url, endpoint.region, await self.keys(), headers
+                    )
+                )
+            try:
+                async with self._fetch.get(
+                    url, signed, uri=uri, method=method
+                ) as response:
+                    body = b""
+                    if method == "GET":
+                        body = await response.error_body(limit)
+                    region = response.headers.get("x-amz-bucket-region")
+                    if (
+                        response.status in _REDIRECTS
+                        and region
+                        and region != self._region(bucket)
+                        and not moved
+                        and not self._options.endpoint_url
+                    ):
+                        self._regions[bucket], moved = region, True
+                        continue
+                    return response, body
+            except TransferError as exc:
+                attempt += 1
+                if not exc.retryable or attempt >= self._options.max_attempts:
+                    raise
+                await anyio.sleep(random.uniform(0, 0.2 * 2**attempt))  # noqa: S311
+
+    def _error(self, response: Fetched, body: bytes, uri: str) -> TransferError:
+        if body:
+            return error_from_body(response.status, body, uri=uri)
+        code = response.headers.get("x-amz-error-code", "")
+        return s3_error(response.status, code, "", uri=uri)
+
+    async def head(
+        self, bucket: str, key: str, *, part: int | None = None, if_match: str | None
+    ) -> ObjectInfo:
+        """HEAD `key` (checksum mode on; or part number `part`).
+
+        Raises:
+            ObjectNotFoundError, AccessDeniedError, ObjectChangedError,
+            TransferError: as S3 answered.
+        """
+        uri = f"s3://{bucket}/{key}"
+        headers = {"If-Match": f'"{if_match}"'} if if_match else {}
+        query = ""
+        if part is None:
+            headers["x-amz-checksum-mode"] = "ENABLED"
+        else:
+            query = f"partNumber={part}"
+        for attempt in range(self._options.max_attempts):
+            response, _ = await self._request(
+                "HEAD", bucket, key, query, headers, uri=uri, limit=0
+            )
+            if response.status < 300:
+                size = response.content_length
+                if size is None:
+                    break
+                return info_from_headers(key, response.headers, size)
+            error = self._error(response, b"", uri)
+            if not error.retryable or attempt + 1 >= self._options.max_attempts:
+                raise error
+            await anyio.sleep(random.uniform(0, 0.2 * 2 ** (attempt + 1)))  # noqa: S311
+        msg = "HEAD response without Content-Length"
+        raise TransferError(msg, uri=uri)
+
+    async def list_pages(
+        self, bucket: str, prefix: str
+    ) -> AsyncIterator[list[ObjectInfo]]:
+        """Yield the objects under `prefix`, a page at a time (ListObjectsV2)."""
+        uri = f"s3://{bucket}/{prefix}"
+        token: str | None = None
+        while True:
+            params = {
+                "list-type": "2",
+                "encoding-type": "url",
+                "max-keys": str(self._options.page_size),
+                "prefix": prefix,
+            }
+            if token:
+                params["continuation-token"] = token
+            query = "&".join(
+                f"{k}={quote(v, safe='-_.~')}" for k, v in sorted(params.items())
+            )
+            for attempt in range(self._options.max_attempts):
+                response, body = await self._request(
+                    "GET", bucket, "", query, {}, uri=uri, limit=_MAX_LIST_BODY
+                )
+                if response.status < 300:
+                    break
+                error = self._error(response, body[:MAX_ERROR_BODY], uri)
+                if not error.retryable or attempt + 1 >= self._options.max_attempts:
+                    raise error
+                await anyio.sleep(random.uniform(0, 0.2 * 2 ** (attempt + 1)))  # noqa: S311
+            try:
+                infos, token = parse_list_page(body)
+            except (ValueError, KeyError, SyntaxError) as exc:
+                msg = f"malformed listing: {exc}"
+                raise TransferError(msg, uri=uri) from None
+            yield infos
+            if not token:
+                return
