@@ -2,8 +2,9 @@
 
     python chart.py latest.json latest.png
 
-Top: median wall time per tool for each workload (whiskers: min and max). Bottom: the
-median CPU seconds of the tool's process tree.
+Top: median wall time per tool for each workload (whiskers: min and max). Middle:
+the median CPU seconds of the tool's process tree. Bottom (when the run has a
+scaling series): median wall time against model size, one line per tool.
 """
 
 import json
@@ -19,9 +20,12 @@ import matplotlib.pyplot as plt
 def main() -> int:
     data = json.load(open(sys.argv[1]))
     runs = data["runs"]
-    seeds = list(dict.fromkeys(r["seed"] for r in runs))
+    scaling = [r for r in runs if r["seed"].startswith("scaling ")]
+    seeds = list(dict.fromkeys(r["seed"] for r in runs if r not in scaling))
     tools = list(dict.fromkeys(r["tool"] for r in runs))
-    fig, axes = plt.subplots(2, 1, figsize=(12, 9), sharex=True)
+    rows = 3 if scaling else 2
+    fig, all_axes = plt.subplots(rows, 1, figsize=(14, 4.5 * rows))
+    axes = all_axes[:2]
     width = 0.8 / len(tools)
     for panel, (key, label) in zip(
         axes, [("wall", "wall s"), ("cpu", "CPU s")], strict=True
@@ -41,8 +45,30 @@ def main() -> int:
         panel.set_ylabel(label)
         panel.grid(axis="y", alpha=0.3)
     axes[0].legend(ncols=3, fontsize=8)
-    axes[1].set_xticks([x + 0.4 - width / 2 for x in range(len(seeds))])
-    axes[1].set_xticklabels([s.replace(", ", "\n") for s in seeds], fontsize=8)
+    for panel in axes:
+        panel.set_xticks([x + 0.4 - width / 2 for x in range(len(seeds))])
+        panel.set_xticklabels([s.replace(", ", "\n") for s in seeds], fontsize=8)
+    if scaling:
+        panel = all_axes[2]
+        sizes = sorted({float(r["seed"].split()[1]) for r in scaling})
+        for tool in tools:
+            points = []
+            for size in sizes:
+                values = [
+                    r["wall"]
+                    for r in scaling
+                    if r["tool"] == tool and float(r["seed"].split()[1]) == size
+                ]
+                if values:
+                    points.append((size, statistics.median(values)))
+            if points:
+                panel.plot(*zip(*points, strict=True), marker="o", label=tool)
+        panel.set_xlabel("model size, GiB (SDK upload, CRC64NVME)")
+        panel.set_ylabel("wall s")
+        panel.set_xscale("log", base=2)
+        panel.set_xticks(sizes, [f"{s:g}" for s in sizes])
+        panel.grid(alpha=0.3)
+        panel.legend(ncols=3, fontsize=8)
     machine = data["machine"]
     fig.suptitle(
         f"storage-init and peers, SeaweedFS on the same {machine['cores']}-core "

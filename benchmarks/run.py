@@ -42,6 +42,7 @@ WORK = ROOT / ".bench"
 RESULTS = ROOT / "benchmarks" / "results"
 
 Command = Callable[[str, Path, Mapping[str, str]], list[str]]
+Seeder = Callable[[Path, str, Mapping[str, str]], None]
 
 
 PEERS = WORK / "peers"
@@ -239,6 +240,56 @@ def _machine() -> dict[str, object]:
     }
 
 
+def _startup(work: Path, env: Mapping[str, str], runs: int) -> dict[str, list[float]]:
+    """Start-up figures: ``--version``, and a 2-byte object by storage-init and s5cmd.
+
+    storage-init's ``--debug`` log says when its first request left, counted from
+    the process's start by the kernel (10 ms resolution).
+    """
+    import re
+
+    tiny = work / "tiny"
+    tiny.mkdir(exist_ok=True)
+    (tiny / "config.json").write_text("{}")
+    url = f"s3://{env['S3_BUCKET']}/startup/config.json"
+    seed_sdk(tiny, url.rsplit("/", 1)[0], env)
+    figures: dict[str, list[float]] = {
+        "storage-init --version, wall ms": [],
+        "storage-init 2-byte object, wall ms": [],
+        "storage-init first request, ms after start": [],
+        "s5cmd 2-byte object, wall ms": [],
+    }
+    for _ in range(runs):
+        m = run_measured([str(BIN / "storage-init"), "--version"], env=env)
+        figures["storage-init --version, wall ms"].append(m.wall * 1e3)
+        dest = work / "out-tiny"
+        shutil.rmtree(dest, ignore_errors=True)
+        m = run_measured(
+            [str(BIN / "storage-init"), "--debug", url, str(dest)], env=env
+        )
+        figures["storage-init 2-byte object, wall ms"].append(m.wall * 1e3)
+        if found := re.search(r"first request (\d+) ms", m.stderr):
+            figures["storage-init first request, ms after start"].append(
+                float(found[1])
+            )
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir()
+        m = run_measured(
+            [
+                str(BIN / "s5cmd"),
+                "--endpoint-url",
+                env["AWS_ENDPOINT_URL"],
+                "cp",
+                url,
+                f"{dest}/",
+            ],
+            env=env,
+        )
+        figures["s5cmd 2-byte object, wall ms"].append(m.wall * 1e3)
+    shutil.rmtree(work / "out-tiny", ignore_errors=True)
+    return figures
+
+
 def _median_range(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
@@ -302,13 +353,19 @@ def main() -> int:
         default=4,
         help="size of the single-file workload (0: none)",
     )
+    parser.add_argument(
+        "--scaling",
+        default="0.25,1,4,8",
+        help="GiB sizes of the scaling series (the model at each size, SDK upload);"
+        " empty: none",
+    )
     parser.add_argument("--work", type=Path, default=WORK, help="scratch directory")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     parser.add_argument("--no-chart", action="store_true")
     args = parser.parse_args()
     tools = [t for t in args.tools.split(",") if t]
     if args.quick:
-        args.runs, args.shard_mib, args.big_gib = 1, 64, 0
+        args.runs, args.shard_mib, args.big_gib, args.scaling = 1, 64, 0, ""
         tools = ["storage-init", "s5cmd"]
     unknown = set(tools) - set(TOOLS)
     if unknown:
@@ -324,16 +381,29 @@ def main() -> int:
     )
     count = args.small_count
     small = make_small_files(work / f"small-{count}", count=count, size=100 * 1024)
-    workloads = {f"model 2x{args.shard_mib}MiB": model, f"{count} x 100KiB": small}
+    both: dict[str, Seeder] = {
+        "s5cmd-upload (MD5)": seed_s5cmd,
+        "sdk-upload (CRC64NVME)": seed_sdk,
+    }
+    sdk_only: dict[str, Seeder] = {"sdk-upload (CRC64NVME)": seed_sdk}
+    workloads: dict[str, tuple[Path, dict[str, Seeder]]] = {
+        f"model 2x{args.shard_mib}MiB": (model, both),
+        f"{count} x 100KiB": (small, both),
+    }
     if args.big_gib:
         big = make_big_file(work / f"big-{args.big_gib}", size=args.big_gib << 30)
-        workloads[f"one {args.big_gib} GiB file"] = big
+        workloads[f"one {args.big_gib} GiB file"] = (big, both)
+    for gib in [float(g) for g in args.scaling.split(",") if g]:
+        scaled = make_model(
+            work / f"scale-{gib:g}", shard_bytes=int(gib * 2**30) // 2, shards=2
+        )
+        # One upload style: the series is about how time grows with size.
+        workloads[f"scaling {gib:g} GiB"] = (scaled, sdk_only)
     env = _start_server(work)
     try:
-        seeds = {"s5cmd-upload (MD5)": seed_s5cmd, "sdk-upload (CRC64NVME)": seed_sdk}
         urls: dict[str, str] = {}
         sources: dict[str, Path] = {}
-        for w, (workload, local) in enumerate(workloads.items()):
+        for w, (workload, (local, seeds)) in enumerate(workloads.items()):
             for i, (name, seed) in enumerate(seeds.items()):
                 label = f"{workload}, {name}"
                 url = f"s3://{env['S3_BUCKET']}/bench-{args.shard_mib}-{w}-{i}/data"
@@ -348,6 +418,7 @@ def main() -> int:
         # so that every tool meets a server in its steady state.
         _stop_server(work)
         env = _start_server(work)
+        startup = _startup(work, env, max(args.runs, 5))
         runs: list[Run] = []
         for rnd in range(args.runs):
             order = tools if rnd % 2 == 0 else list(reversed(tools))
@@ -391,15 +462,24 @@ def main() -> int:
             {
                 "machine": machine,
                 "shard_mib": args.shard_mib,
+                "startup_ms": startup,
                 "runs": [asdict(r) for r in runs],
             },
             indent=2,
         )
         + "\n"
     )
+    table += "\nStart-up (same server):\n\n| figure | median (min-max) |\n|---|---|\n"
+    table += "".join(
+        f"| {name} | {_median_range(values)} |\n"
+        for name, values in startup.items()
+        if values
+    )
     header = (
-        f"Workloads: a model of 2 x {args.shard_mib} MiB shards + 6 small files, and "
-        f"1000 files of 100 KiB; {args.runs} alternating runs; median (min-max).\n"
+        f"Workloads: a model of 2 x {args.shard_mib} MiB shards + 6 small files, "
+        f"1000 files of 100 KiB, one {args.big_gib} GiB file, and the scaling series "
+        f"(the model at {args.scaling or 'no'} GiB, SDK upload only); {args.runs} "
+        "alternating runs; median (min-max).\n"
         f"Machine: {machine['cores']} cores, {machine['memory_gib']} GiB, "
         f"{machine['cpu']}, Python {machine['python']}, {machine['s5cmd']}; "
         f"{machine['server']}.\n\n"

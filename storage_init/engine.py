@@ -33,7 +33,13 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ._local import make_dirs, open_temp, prepare_dest, sweep_partials
+from ._local import (
+    make_dirs,
+    open_temp,
+    prepare_dest,
+    process_age,
+    sweep_partials,
+)
 from ._paths import is_selected, safe_relative
 from ._plan import ByteRange, plan_ranges
 from ._resume import resume_token
@@ -148,6 +154,7 @@ class Engine:
         self._bytes_done = 0
         self._bytes_total = 0
         self._files_done = 0
+        self._first_request_logged = False
         self._files_total = 0
 
     # -- statistics -------------------------------------------------------------
@@ -261,6 +268,11 @@ class Engine:
             ObjectNotFoundError: neither an object nor a non-empty prefix exists.
         """
         uri, backend = pair.uri, pair.backend
+        if not self._first_request_logged:
+            self._first_request_logged = True
+            age = process_age()
+            if age is not None:
+                log.debug("first request %.0f ms after the process started", age * 1e3)
         prefix = uri.key
         if prefix and not prefix.endswith("/"):
             async with self._requests:

