@@ -107,8 +107,10 @@ def main() -> int:
     version = ["-m", "storage_init", "--version"]
     ours = ["-c", "import storage_init.cli, storage_init.backends.s3"]
     theirs = ["-c", "import kserve_storage.kserve_storage"]
+    azure = ["-c", "import storage_init.cli, storage_init.backends.azure"]
     targets = [
         ("storage-init-s3", f"{ROOT}[s3]", "storage-init", version, ours),
+        ("storage-init-azure", f"{ROOT}[azure]", "storage-init", version, azure),
         ("storage-init-all", f"{ROOT}[all]", "storage-init", version, ours),
         ("kserve-storage", args.kserve, "kserve-storage", [], theirs),
     ]
@@ -118,7 +120,7 @@ def main() -> int:
         results.append(measure(name, spec, own, version_cmd, import_cmd))
     lines = [
         "| target | third-party packages | installed MB | after stripping MB "
-        "| --version ms | import of the S3 path ms |",
+        "| --version ms | import of the backend's path ms |",
         "|---|---|---|---|---|---|",
     ]
     lines += [
