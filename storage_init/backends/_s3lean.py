@@ -53,24 +53,26 @@ _VIRTUAL_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _REDIRECTS = (301, 307, 400)
 
 
-def lean_credentials(options: S3Options) -> Credentials | bool | None:
-    """The keys the lean control plane would sign with.
+def lean_credentials(options: S3Options) -> tuple[bool, Credentials | None]:
+    """Whether the lean control plane can serve `options`, and its keys.
 
     Returns:
-        `Credentials`, None for anonymous access, or False when the SDK is needed
-        (no static keys, no region or endpoint, or `S3Options.sdk`).
+        ``(True, keys)``, ``(True, None)`` for anonymous access, or ``(False,
+        None)`` when the SDK is needed (no static keys, no region or endpoint,
+        acceleration, or `S3Options.sdk`).
     """
     if options.sdk or options.use_accelerate:
-        return False
+        return False, None
     if not (options.region or options.endpoint_url):
-        return False
+        return False, None
     if options.anonymous:
-        return None
+        return True, None
     if options.access_key_id and options.secret_access_key:
-        return Credentials(
+        keys = Credentials(
             options.access_key_id, options.secret_access_key, options.session_token
         )
-    return False
+        return True, keys
+    return False, None
 
 
 class LeanControl:

@@ -253,6 +253,8 @@ class AzureBackend(WholeObjects):
         return self._identity
 
     async def _client(self) -> BlobServiceClient:
+        if self._service is not None:
+            return self._service
         async with self._lock:
             if self._service is None:
                 opts = self._options

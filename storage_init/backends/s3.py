@@ -150,9 +150,9 @@ class S3Backend:
                     read_timeout=opts.read_timeout,
                 )
                 self._stack.push_async_callback(fetch.aclose)
-                credentials = lean_credentials(opts)
+                lean, credentials = lean_credentials(opts)
                 control: _Control
-                if credentials is False:
+                if not lean:
                     from ._s3boto import BotoControl
 
                     control = BotoControl(
@@ -162,7 +162,6 @@ class S3Backend:
                     )
                     log.debug("S3 requests through aiobotocore")
                 else:
-                    assert credentials is not True
                     control = LeanControl(opts, credentials, fetch)
                     log.debug("S3 requests signed by storage-init")
                 await control.start(self._stack)
