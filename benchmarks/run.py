@@ -425,6 +425,9 @@ def main() -> int:
         )
         # One upload style: the series is about how time grows with size.
         workloads[f"scaling {gib:g} GiB"] = (scaled, sdk_only)
+    # Every run seeds afresh; SeaweedFS would otherwise keep the old copies (tens of
+    # GiB after a few full runs) until a vacuum.
+    shutil.rmtree(work / "seaweedfs", ignore_errors=True)
     env = _start_server(work)
     try:
         urls: dict[str, str] = {}
