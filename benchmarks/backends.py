@@ -29,6 +29,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -189,8 +190,11 @@ def _seed_http(src: Path, env: dict[str, str]) -> None:
     root = Path(env["HTTP_ROOT"])
     dst = root / NAME
     dst.unlink(missing_ok=True)
-    os.link(src, dst)
-    src.chmod(0o644)
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system
+        shutil.copyfile(src, dst)
+    dst.chmod(0o644)
     sha = hashlib.sha256()
     with src.open("rb") as f:
         while block := f.read(64 << 20):
@@ -244,6 +248,11 @@ def _bench(name: str, src: Path, runs: int, work: Path) -> list[Run]:
     state = work / "servers" / name
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
+    if name == "http":
+        # nginx's workers run as nobody under root: every directory above the files
+        # it serves must be world-searchable, which a private work directory is not.
+        state = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
+        state.chmod(0o755)
     env = _start(backend.script, state)
     results: list[Run] = []
     try:
@@ -285,6 +294,8 @@ def _bench(name: str, src: Path, runs: int, work: Path) -> list[Run]:
     finally:
         _stop(backend.script, state)
         shutil.rmtree(work / "out", ignore_errors=True)
+        if name == "http":
+            shutil.rmtree(state, ignore_errors=True)
     return results
 
 

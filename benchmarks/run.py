@@ -2,6 +2,9 @@
 
     .venv/bin/python -m benchmarks.run [--runs 5] [--shard-mib 1024] [--quick]
 
+Then, unless ``--backends ""``, it runs `benchmarks.backends`: one 2 GiB file from
+the GCS, Azure, http(s) and S3 servers against curl, kserve-storage and the Azure SDK.
+
 Starts SeaweedFS on 127.0.0.1 and seeds two workloads - an LLM-like model (two
 shards plus small files) and 1000 files of 100 KiB - each twice: as s5cmd uploads
 them (MD5 ETags) and as current AWS SDKs upload them (full-object CRC64NVME). Then
@@ -384,6 +387,13 @@ def main() -> int:
         help="GiB sizes of the scaling series (the model at each size, SDK upload);"
         " empty: none",
     )
+    parser.add_argument(
+        "--backends",
+        default="s3,gcs,azure,http",
+        help="then one large file from each of these stores' servers, against the "
+        "peers that speak each protocol (benchmarks.backends); empty: none",
+    )
+    parser.add_argument("--backends-gib", type=float, default=2)
     parser.add_argument("--work", type=Path, default=WORK, help="scratch directory")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     parser.add_argument("--no-chart", action="store_true")
@@ -391,6 +401,7 @@ def main() -> int:
     tools = [t for t in args.tools.split(",") if t]
     if args.quick:
         args.runs, args.shard_mib, args.big_gib, args.scaling = 1, 64, 0, ""
+        args.backends = ""
         tools = ["storage-init", "s5cmd"]
     unknown = set(tools) - set(TOOLS)
     if unknown:
@@ -526,6 +537,27 @@ def main() -> int:
             check=False,
         )
     print(header + table)
+    if args.backends:
+        # Its own process and servers; results beside these (backends.{json,md}).
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.backends",
+                "--backends",
+                args.backends,
+                "--size-gib",
+                str(args.backends_gib),
+                "--runs",
+                str(args.runs),
+                "--work",
+                str(work / "backends"),
+                "--out",
+                str(out),
+            ],
+            cwd=ROOT,
+            check=True,
+        )
     return 0
 
 

@@ -30,6 +30,10 @@ def test_harness_runs(tmp_path) -> None:
             "0",
             "--scaling",
             "0.001,0.002",
+            "--backends",
+            "http",
+            "--backends-gib",
+            "0.01",
             "--tools",
             "storage-init,s5cmd",
             "--no-chart",
@@ -55,6 +59,9 @@ def test_harness_runs(tmp_path) -> None:
         "scaling 0.001 GiB, sdk-upload (CRC64NVME)",
         "scaling 0.002 GiB, sdk-upload (CRC64NVME)",
     }
+    other = json.loads((tmp_path / "out" / "backends.json").read_text())["runs"]
+    assert {r["tool"] for r in other} == {"storage-init", "curl", "kserve-storage"}
+    assert all(r["identical"] and r["code"] == 0 for r in other)
     startup = data["startup_ms"]
     assert len(startup["storage-init first request, ms after start"]) == 5
     assert all(0 < ms < 10_000 for ms in startup["s5cmd 2-byte object, wall ms"])
