@@ -140,13 +140,13 @@ class LeanControl:
         uri: str,
         limit: int,
     ) -> tuple[Fetched, bytes]:
-        """Send a signed request to `bucket`; return the response and its body.
+        """Send a signed request to `bucket`; return a successful response and body.
 
-        Retries network failures and throttling (`S3Options.max_attempts` in all),
-        and follows a bucket's region once.
+        Retries network failures, 5xx and throttling (`S3Options.max_attempts` in
+        all), and follows a bucket's region once.
 
         Raises:
-            TransferError: the request failed for good.
+            TransferError: the request failed for good; S3's error, mapped.
         """
         attempt, moved = 0, False
         while True:
@@ -154,11 +154,8 @@ class LeanControl:
             url = object_url(endpoint.base, path) + (f"?{query}" if query else "")
             signed = dict(headers)
             if endpoint.region is not None:
-                signed.update(
-                    sign_request(
-                        method, url, endpoint.region, await self.keys(), headers
-                    )
-                )
+                keys = await self.keys()
+                signed.update(sign_request(method, url, endpoint.region, keys, headers))
             try:
                 async with self._fetch.get(
                     url, signed, uri=uri, method=method
@@ -166,22 +163,25 @@ class LeanControl:
                     body = b""
                     if method == "GET":
                         body = await response.error_body(limit)
-                    region = response.headers.get("x-amz-bucket-region")
-                    if (
-                        response.status in _REDIRECTS
-                        and region
-                        and region != self._region(bucket)
-                        and not moved
-                        and not self._options.endpoint_url
-                    ):
-                        self._regions[bucket], moved = region, True
-                        continue
-                    return response, body
+                region = response.headers.get("x-amz-bucket-region")
+                if (
+                    response.status in _REDIRECTS
+                    and region
+                    and region != self._region(bucket)
+                    and not moved
+                    and not self._options.endpoint_url
+                ):
+                    self._regions[bucket], moved = region, True
+                    continue
+                if response.status >= 300:
+                    raise self._error(response, body[:MAX_ERROR_BODY], uri)
             except TransferError as exc:
                 attempt += 1
                 if not exc.retryable or attempt >= self._options.max_attempts:
                     raise
                 await anyio.sleep(random.uniform(0, 0.2 * 2**attempt))  # noqa: S311
+            else:
+                return response, body
 
     def _error(self, response: Fetched, body: bytes, uri: str) -> TransferError:
         if body:
@@ -205,21 +205,13 @@ class LeanControl:
             headers["x-amz-checksum-mode"] = "ENABLED"
         else:
             query = f"partNumber={part}"
-        for attempt in range(self._options.max_attempts):
-            response, _ = await self._request(
-                "HEAD", bucket, key, query, headers, uri=uri, limit=0
-            )
-            if response.status < 300:
-                size = response.content_length
-                if size is None:
-                    break
-                return info_from_headers(key, response.headers, size)
-            error = self._error(response, b"", uri)
-            if not error.retryable or attempt + 1 >= self._options.max_attempts:
-                raise error
-            await anyio.sleep(random.uniform(0, 0.2 * 2 ** (attempt + 1)))  # noqa: S311
-        msg = "HEAD response without Content-Length"
-        raise TransferError(msg, uri=uri)
+        response, _ = await self._request(
+            "HEAD", bucket, key, query, headers, uri=uri, limit=0
+        )
+        if response.content_length is None:
+            msg = "HEAD response without Content-Length"
+            raise TransferError(msg, uri=uri)
+        return info_from_headers(key, response.headers, response.content_length)
 
     async def list_pages(
         self, bucket: str, prefix: str
@@ -239,16 +231,9 @@ class LeanControl:
             query = "&".join(
                 f"{k}={quote(v, safe='-_.~')}" for k, v in sorted(params.items())
             )
-            for attempt in range(self._options.max_attempts):
-                response, body = await self._request(
-                    "GET", bucket, "", query, {}, uri=uri, limit=_MAX_LIST_BODY
-                )
-                if response.status < 300:
-                    break
-                error = self._error(response, body[:MAX_ERROR_BODY], uri)
-                if not error.retryable or attempt + 1 >= self._options.max_attempts:
-                    raise error
-                await anyio.sleep(random.uniform(0, 0.2 * 2 ** (attempt + 1)))  # noqa: S311
+            _, body = await self._request(
+                "GET", bucket, "", query, {}, uri=uri, limit=_MAX_LIST_BODY
+            )
             try:
                 infos, token = parse_list_page(body)
             except (ValueError, KeyError, SyntaxError) as exc:
