@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks.measure import run_measured
-from benchmarks.run import BIN, RESULTS, ROOT, WORK, _identical, _machine, _peer_python
+from benchmarks.run import (
+    BIN,
+    RESULTS,
+    ROOT,
+    WORK,
+    _identical,
+    _machine,
+    _median_range,
+    _peer_python,
+)
 from benchmarks.seed import make_big_file, seed_sdk
 
 SERVERS = ROOT / "scripts" / "servers"
@@ -299,10 +307,6 @@ def _bench(name: str, src: Path, runs: int, work: Path) -> list[Run]:
     return results
 
 
-def _cell(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
-
-
 def _table(runs: list[Run], size_gib: float) -> str:
     lines = [
         f"| backend (server) | tool | wall s | CPU s | peak RSS MiB | {size_gib:g} GiB "
@@ -316,10 +320,11 @@ def _table(runs: list[Run], size_gib: float) -> str:
             if not rs:
                 continue
             check = backend.verified if tool == "storage-init" else "-"
-            rss = _cell([r.max_rss_mib for r in rs])
+            wall = _median_range([r.wall for r in rs])
+            cpu = _median_range([r.cpu for r in rs])
+            rss = _median_range([r.max_rss_mib for r in rs])
             lines.append(
-                f"| {name} ({server}) | {tool} | {_cell([r.wall for r in rs])} | "
-                f"{_cell([r.cpu for r in rs])} | {rss} | "
+                f"| {name} ({server}) | {tool} | {wall} | {cpu} | {rss} | "
                 f"{all(r.identical and not r.code for r in rs)} | {check} |"
             )
     return "\n".join(lines) + "\n"

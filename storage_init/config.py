@@ -38,7 +38,8 @@ __all__ = [
 #: The body buffer of each data connection (`backends._wire`), and aiohttp's read
 #: buffer for requests through a proxy. 1 MiB: 2 GiB from SeaweedFS took 2.6-3.4 s
 #: against 3.9-4.1 s with 256 KiB (a write and a wake-up per 256 KiB) and 3.9-4.1 s
-#: with 4 MiB (written data no longer in the CPU cache).
+#: with 4 MiB (written data no longer in the CPU cache); 3-4 alternating runs each,
+#: `/usr/bin/time`, by hand.
 READ_BUFFER = 1 * MiB
 #: The most a connection holds beyond our own chunks. Direct connections hold one
 #: READ_BUFFER; through a proxy aiohttp pauses the socket above twice its read

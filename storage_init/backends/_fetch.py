@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..config import READ_BUFFER
 from ..errors import ErrorTable, map_errors
-from ._common import NETWORK_ERRORS
+from ._common import NETWORK_ERRORS, Response
 from ._wire import WirePool, WireResponse
 
 if TYPE_CHECKING:
@@ -26,17 +26,13 @@ if TYPE_CHECKING:
 __all__ = ["Fetched", "Fetcher"]
 
 
-class Fetched(Protocol):
-    """A response whose head has arrived.
+class Fetched(Response, Protocol):
+    """A response whose head has arrived (status and headers as `Response`).
 
     Attributes:
-        status: the HTTP status.
-        headers: the headers, case-insensitive.
         content_length: the Content-Length, if the response states one.
     """
 
-    status: int
-    headers: Mapping[str, str]
     content_length: int | None
 
     def body(self, uri: str, info: ObjectInfo | None) -> RangeBody:
