@@ -23,6 +23,20 @@ _STRIP_PREFIXES = ("AWS_", "S3_", "STORAGE_", "GOOGLE_", "AZURE_", "AZ_", "CA_BU
 _STRIP = {"awsAnonymousCredential", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"}
 
 
+def read_tree(root: Path) -> dict[str, bytes]:
+    """Every file below `root` by relative path, except storage-init's manifest.
+
+    Temp files are not excluded: one left behind fails the comparison.
+    """
+    from storage_init.manifest import MANIFEST_NAME
+
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != MANIFEST_NAME
+    }
+
+
 @pytest.fixture(autouse=True)
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test starts without cloud, proxy or storage-init variables."""

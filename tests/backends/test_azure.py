@@ -23,7 +23,7 @@ from storage_init.backends._azauth import AzureAccess
 from storage_init.backends.azure import AzureBackend
 from storage_init.models import MiB
 from tests.backends.conformance import BackendConformance
-from tests.conftest import AzureServer
+from tests.conftest import AzureServer, read_tree
 
 pytestmark = pytest.mark.integration
 
@@ -86,14 +86,6 @@ def _config(server: AzureServer, endpoint: str | None = None) -> StorageConfig:
     )
 
 
-def _files(root) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes()
-        for p in root.rglob("*")
-        if p.is_file() and not p.name.startswith(".")
-    }
-
-
 def _sas(server: AzureServer, container: str, **permissions: bool) -> str:
     from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
@@ -119,7 +111,7 @@ async def test_model_tree_md5_or_size(azure_server: AzureServer, tmp_path) -> No
     report = await download(
         "az://models/amodel/m", tmp_path, config=_config(azure_server)
     )
-    assert _files(tmp_path) == {**small, "w/model.safetensors": big}
+    assert read_tree(tmp_path) == {**small, "w/model.safetensors": big}
     checks = {f.path: f.verification for f in report.files}
     assert checks.pop("w/model.safetensors") == "size"
     assert set(checks.values()) == {"content-md5"}
@@ -152,7 +144,7 @@ async def test_https_url_with_sas(azure_server: AzureServer, tmp_path) -> None:
         azure=AzureOptions(connection_string=azure_server.connection_string(key=False))
     )
     await download(url, tmp_path, config=config)
-    assert _files(tmp_path) == {"a.bin": b"a" * 100}
+    assert read_tree(tmp_path) == {"a.bin": b"a" * 100}
 
 
 async def test_read_only_sas_cannot_list(azure_server: AzureServer, tmp_path):
@@ -164,7 +156,7 @@ async def test_read_only_sas_cannot_list(azure_server: AzureServer, tmp_path):
         azure=AzureOptions(connection_string=azure_server.connection_string(key=False))
     )
     await download(f"{base}/m/a.bin?{sas}", tmp_path, config=config)
-    assert _files(tmp_path) == {"a.bin": b"a"}
+    assert read_tree(tmp_path) == {"a.bin": b"a"}
     with pytest.raises(AccessDeniedError):
         await download(f"{base}/m?{sas}", tmp_path / "x", config=config)
 
@@ -176,7 +168,7 @@ async def test_public_container_anonymously(azure_server: AzureServer, tmp_path)
         azure=AzureOptions(connection_string=azure_server.connection_string(key=False))
     )
     report = await download("az://public/pm", tmp_path, config=config)
-    assert _files(tmp_path) == {"a.bin": b"public"}
+    assert read_tree(tmp_path) == {"a.bin": b"public"}
     assert report.files[0].verification == "content-md5"
     with pytest.raises(AccessDeniedError, match="no Azure credentials"):
         await download("az://models/pm", tmp_path / "x", config=config)
@@ -317,7 +309,7 @@ async def test_bearer_token_credential(azure_tls_server, tmp_path) -> None:
         report = await download("az://models/tok/m", tmp_path, backends={"az": backend})
     finally:
         await backend.aclose()
-    assert _files(tmp_path) == {"a.bin": b"token" * 1000, "b/c.json": b"{}"}
+    assert read_tree(tmp_path) == {"a.bin": b"token" * 1000, "b/c.json": b"{}"}
     assert {f.verification for f in report.files} == {"content-md5"}
     assert credential.calls >= 2  # the SDK's listing and our GETs both asked
 

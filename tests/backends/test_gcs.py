@@ -11,7 +11,7 @@ from storage_init import GCSOptions, StorageConfig, TransferConfig, download
 from storage_init.backends.gcs import GCSBackend
 from storage_init.models import MiB
 from tests.backends.conformance import BackendConformance
-from tests.conftest import GCSServer
+from tests.conftest import GCSServer, read_tree
 
 pytestmark = pytest.mark.integration
 
@@ -72,12 +72,7 @@ async def test_model_tree_verified_by_crc32c(gcs_server: GCSServer, tmp_path) ->
     report = await download(
         f"gs://{gcs_server.bucket}/gmodel/m", tmp_path, config=_config(gcs_server)
     )
-    got = {
-        str(p.relative_to(tmp_path)): p.read_bytes()
-        for p in tmp_path.rglob("*")
-        if p.is_file() and not p.name.startswith(".")
-    }
-    assert got == files
+    assert read_tree(tmp_path) == files
     assert {f.verification for f in report.files} == {"crc32c"}
     assert all(f.verified for f in report.files)
 

@@ -6,7 +6,6 @@ import hashlib
 import os
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import anyio
 import pytest
@@ -21,10 +20,9 @@ from storage_init import (
     download,
 )
 from storage_init.backends.s3 import S3Backend
-from storage_init.manifest import MANIFEST_NAME
 from storage_init.models import MiB, TransferStats
 from tests.backends.conformance import BackendConformance
-from tests.conftest import S3Server
+from tests.conftest import S3Server, read_tree
 from tests.faultproxy import Faults, fault_proxy
 from tests.s3util import S3Seeder
 
@@ -101,14 +99,6 @@ class TestS3Conformance(BackendConformance):
         return seeder.put
 
 
-def _tree(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != MANIFEST_NAME
-    }
-
-
 class TestS3Download:
     async def test_model_tree(self, s3_server, seeder, tmp_path, request):
         """A model prefix arrives whole: nested, empty, spaces, unicode, no siblings."""
@@ -128,7 +118,7 @@ class TestS3Download:
             tmp_path,
             config=_config(s3_server),
         )
-        assert _tree(tmp_path) == files
+        assert read_tree(tmp_path) == files
         by_path = {f.path: f for f in report.files}
         assert by_path["deep/er/x.safetensors"].verification == "md5-etag"
         assert all(f.verified for f in report.files)
@@ -141,7 +131,7 @@ class TestS3Download:
             tmp_path,
             config=_config(s3_server),
         )
-        assert _tree(tmp_path) == {"weights.bin": b"w" * 100}
+        assert read_tree(tmp_path) == {"weights.bin": b"w" * 100}
 
     async def test_pagination_over_1000_keys(self, s3_server, seeder, tmp_path):
         """More than 1000 keys: every page of the listing is followed."""
