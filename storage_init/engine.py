@@ -268,8 +268,8 @@ class Engine:
             ObjectNotFoundError: neither an object nor a non-empty prefix exists.
         """
         uri, backend = pair.uri, pair.backend
-        if not self._first_request_logged:
-            self._first_request_logged = True
+        if not self._first_request_logged and log.isEnabledFor(logging.DEBUG):
+            self._first_request_logged = True  # read /proc only when it is logged
             age = process_age()
             if age is not None:
                 log.debug("first request %.0f ms after the process started", age * 1e3)
