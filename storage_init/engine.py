@@ -44,7 +44,9 @@ from ._paths import is_selected, safe_relative
 from ._plan import ByteRange, plan_ranges
 from ._resume import resume_token
 from ._retry import RetryBudget
+from ._threads import run_abortable
 from .archive import extract, is_archive
+from .backends._base import BlockingBody
 from .errors import (
     IntegrityError,
     NetworkError,
@@ -544,6 +546,17 @@ class Engine:
         Bytes read but not yet written when an error strikes are dropped; the retry
         fetches them again (at most one chunk).
         """
+        if isinstance(body, BlockingBody):
+            started = job.offsets[index]
+            try:
+                await run_abortable(
+                    functools.partial(self._pump_blocking, job, index, body),
+                    body.abort,
+                )
+            finally:
+                self._bytes_done += job.offsets[index] - started
+                self._notify()
+            return
         stall = self._cfg.stall_timeout
         # One scope per request whose deadline moves with every chunk: a new
         # timeout scope per read would cost more than the read itself.
@@ -552,6 +565,30 @@ class Engine:
         if watchdog.cancelled_caught:
             msg = f"no data for {stall:g} s"
             raise NetworkError(msg, uri=job.uri)
+
+    def _pump_blocking(self, job: _Job, index: int, body: BlockingBody) -> None:
+        """`_pump` in a worker thread: receive, write and CRC on one core.
+
+        Only this thread touches this range's offset and digest until it returns;
+        the event loop counts the bytes afterwards.
+        """
+        assert job.temp is not None
+        assert job.digest is not None
+        temp, digest = job.temp, job.digest
+        end = job.ranges[index].end
+        chunk = self._cfg.chunk_size
+        stall = self._cfg.stall_timeout
+        offset = job.offsets[index]
+        buffers = [memoryview(b"")]
+        while data := body.read_blocking(chunk, stall):
+            if offset + len(data) > end:
+                msg = "the server sent more bytes than the range holds"
+                raise IntegrityError(msg, uri=job.uri)
+            buffers[0] = data
+            temp.write(offset, buffers)
+            digest.update(index, data)
+            offset += len(data)
+            job.offsets[index] = offset
 
     async def _pump_into(
         self, job: _Job, index: int, body: RangeBody, watchdog: anyio.CancelScope

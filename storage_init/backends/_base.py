@@ -9,7 +9,7 @@ exceptions never reach the engine.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ..models import ObjectInfo
     from ..uri import ObjectURI
 
-__all__ = ["Backend", "RangeBody"]
+__all__ = ["Backend", "BlockingBody", "RangeBody"]
 
 
 class RangeBody(Protocol):
@@ -42,6 +42,29 @@ class RangeBody(Protocol):
         Raises:
             NetworkError: the connection broke or timed out.
         """
+        ...
+
+
+@runtime_checkable
+class BlockingBody(RangeBody, Protocol):
+    """A body that a worker thread can read without the event loop.
+
+    The engine reads such a body, writes it and updates its CRC in one worker
+    thread per request (see `backends._wire` for why).
+    """
+
+    def read_blocking(self, size: int, timeout: float) -> memoryview:
+        """Return the next `size` bytes of the body (fewer at its end; empty after).
+
+        Blocks. The view is valid only until the next read.
+
+        Raises:
+            NetworkError: the connection broke, or no byte came for `timeout` s.
+        """
+        ...
+
+    def abort(self) -> None:
+        """Break the connection off from another thread: a read returns promptly."""
         ...
 
 

@@ -72,9 +72,6 @@ def simple_error(
     return build
 
 
-#: aiohttp's failures in our terms: a broken or timed-out connection is a
-#: NetworkError (retried); TLS certificate failures are permanent.
-
 #: Failures of any connection: broken, refused or timed out (retried); a refused
 #: certificate is permanent.
 NETWORK_ERRORS: ErrorTable = {

@@ -62,6 +62,15 @@ class _WireBody:
         with map_errors(self._errors, uri=self._uri):
             return await self._response.read(size_hint)
 
+    def read_blocking(self, size: int, timeout: float) -> memoryview:
+        """See `BlockingBody.read_blocking`."""
+        with map_errors(self._errors, uri=self._uri):
+            return self._response.read_blocking(size, timeout)
+
+    def abort(self) -> None:
+        """See `BlockingBody.abort`."""
+        self._response.abort()
+
 
 class _WireFetched:
     def __init__(self, response: WireResponse, errors: ErrorTable) -> None:
