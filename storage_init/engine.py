@@ -3,24 +3,30 @@
 Shape of one run, for any number of source/destination pairs::
 
     listers ──▶ file tasks (at most 2 * max_concurrency open) ──▶ range fetchers
-    range fetcher: GET ──▶ chunks gathered to chunk_size ──▶ pwritev at offset + CRC
+    range fetcher: GET ──▶ worker thread: receive a chunk ──▶ pwrite at offset + CRC
     file hasher (thread, when MD5/SHA-256 are needed): reads written ranges in order
 
 - One `CapacityLimiter(max_concurrency)` caps requests in flight for all files and
   pairs. Listing streams page by page; files start while listing goes on.
-- Each fetcher writes its own chunks, on the event loop, as they arrive. This was
-  measured against handing chunks through a bounded queue to writer threads (the
-  classic design): on this 2-core machine the hand-off doubled system CPU time
-  (cross-core copies of every buffer, futex wake-ups, inode-lock spinning between
-  writer threads; 2 GiB: 4.5 s against 1.2 s of system time) and cost 1.6-2x in
-  wall time. Backpressure is the fetcher itself: it reads the next chunk only after
-  writing the last, so the socket, not memory, absorbs a slow disk.
-- CRCs are computed inline (nearly free). MD5 and SHA-256, which cost a second per
-  GiB, are computed by one thread per file that reads each range back from the page
-  cache once it is written, in order, so they run on the other core meanwhile.
+- Each request's body is received, written and checksummed by one worker thread
+  (`_pump_blocking`), chunk by chunk, on the same core while the bytes are in its
+  cache; the event loop only plans, signs, retries and verifies. Two designs were
+  measured against it on the 2-core benchmark machine. Writing on the event loop
+  as chunks arrived left the machine 1.8-3.6 CPU-seconds idle per 2 GiB (one
+  thread serving every stream; the server waited on it) and took 4.5-6.2 s where
+  this takes 2.4-2.6 s (s5cmd: 2.2-3.0 s, same runs). Handing chunks from the loop
+  through a queue to writer threads doubled system time (cross-core copies,
+  futex wake-ups, inode-lock contention). Backpressure is the thread itself: it
+  receives the next chunk only after writing the last, so the socket, not
+  memory, absorbs a slow disk. Bodies that only the event loop can read (through
+  a proxy, from memory) are written there, the same way.
+- CRCs are computed as chunks are written (nearly free). MD5 and SHA-256, which
+  cost a second per GiB, are computed by one thread per file that reads each
+  range back from the page cache once it is written, in order.
 - A file is verified after its last byte is written and hashed, then renamed into
   place. Temp files of files that did not finish are deleted when the run ends,
-  whatever the reason, after every hashing thread has returned.
+  whatever the reason, after every thread has returned: a cancelled request's
+  connection is shut down so that its thread returns at once, never abandoned.
 """
 
 from __future__ import annotations

@@ -564,7 +564,13 @@ class WirePool:
         call = functools.partial(
             self.request_blocking, url, headers, method=method, attempt=attempt
         )
-        return await run_abortable(call, attempt.abort)
+        try:
+            return await run_abortable(call, attempt.abort)
+        except BaseException:
+            # Cancelled, perhaps after the head arrived: no one will release it.
+            if attempt.connection is not None:
+                attempt.connection.close()
+            raise
 
     def release(self, response: WireResponse) -> None:
         """Keep the response's connection for reuse, or close it.
