@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -26,13 +27,15 @@ async def run_abortable(func: Callable[[], T], abort: Callable[[], None]) -> T:
     Raises:
         Whatever `func` raises, or the cancellation.
     """
-    finished = False
+    finished = aborted = False
 
     async def abort_on_cancel() -> None:
+        nonlocal aborted
         try:
             await anyio.sleep_forever()
         finally:
             if not finished:
+                aborted = True
                 abort()
 
     # The thread's exception is re-raised outside the task group, which would
@@ -47,6 +50,10 @@ async def run_abortable(func: Callable[[], T], abort: Callable[[], None]) -> T:
         finally:
             finished = True
             tg.cancel_scope.cancel()
+    if aborted:
+        # `func` failed because it was broken off: the outcome is the cancellation
+        # (level-triggered: this checkpoint raises it again).
+        await anyio.lowlevel.checkpoint()
     if error is not None:
         raise error
     return result

@@ -20,8 +20,9 @@ Only what data GETs need: GET and HEAD with headers, keep-alive reuse, TLS, bodi
 framed by Content-Length, chunked encoding or the end of the connection. No
 proxies, redirects or cookies: callers send those requests through aiohttp.
 
-Timeouts are the socket's own (``SO_RCVTIMEO``): a receive that waits longer than
-the timeout without a byte fails, so a blocked thread always returns. `abort`
+A receive that waits longer than the timeout without a byte fails (``SO_RCVTIMEO``
+on plain sockets, so that one ``MSG_WAITALL`` receive fills a chunk; Python's own
+timeout under TLS), so a blocked thread always returns. `abort`
 shuts a connection down from another thread, which makes a blocked receive return
 at once: that is how a cancelled caller gets its thread back.
 
@@ -118,11 +119,17 @@ class _Connection:
 
     def set_timeout(self, seconds: float) -> None:
         """Fail a send or a receive that waits `seconds` without progress."""
-        if seconds != self._timeout:
-            value = _timeval(seconds)
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
-            self._timeout = seconds
+        if seconds == self._timeout:
+            return
+        self._timeout = seconds
+        if self._tls:
+            # Python's ssl retries a read that SO_RCVTIMEO interrupted, forever;
+            # its own timeout (a poll before each read) works.
+            self._sock.settimeout(seconds)
+            return
+        value = _timeval(seconds)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
     def _timed_out(self) -> TimeoutError:
         self.reusable = False
@@ -140,7 +147,7 @@ class _Connection:
                 # One system call per chunk, not one per segment that arrived.
                 return self._sock.recv_into(view, len(view), socket.MSG_WAITALL)
             return self._sock.recv_into(view)  # TLS: one record at most
-        except (BlockingIOError, ssl.SSLWantReadError):
+        except (BlockingIOError, TimeoutError):
             raise self._timed_out() from None
         except OSError:
             self.reusable = False
@@ -159,7 +166,7 @@ class _Connection:
         self._reset(head=head)
         try:
             self._sock.sendall(request)
-        except (BlockingIOError, ssl.SSLWantWriteError):
+        except (BlockingIOError, TimeoutError):
             raise self._timed_out() from None
         except OSError:
             self.reusable = False
@@ -485,7 +492,7 @@ class WirePool:
             if scheme == "https":
                 # The handshake runs under the connect timeout.
                 sock = self._tls_context().wrap_socket(sock, server_hostname=host)
-            sock.settimeout(None)  # blocking; SO_RCVTIMEO bounds every wait
+            sock.settimeout(None)  # blocking; `set_timeout` bounds every wait
         except BaseException:
             sock.close()
             raise

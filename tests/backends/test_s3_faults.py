@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 
+import anyio
 import pytest
 
 from storage_init import (
@@ -118,4 +120,28 @@ async def test_persistent_resets_give_up(s3_server, model, tmp_path) -> None:
         )
     assert info.value.attempts == 3
     assert "model.bin" in str(info.value)
+    assert os.listdir(tmp_path) == []
+
+
+async def test_cancelled_while_stalled_returns_at_once(
+    s3_server, model, tmp_path
+) -> None:
+    """A download cancelled while its bodies stall returns at once, leaving nothing.
+
+    Bodies are read by worker threads; cancelling breaks their connections off
+    rather than waiting out the 60 s stall timeout.
+    """
+    uri, _ = model
+    faults = Faults(stall_at=1_000_000)
+    with fault_proxy(s3_server.endpoint, faults) as proxy:
+        base = _config(proxy.endpoint, s3_server)
+        slow = StorageConfig(
+            s3=base.s3, transfer=TransferConfig(part_size=PART, stall_timeout=60)
+        )
+        started = time.monotonic()
+        with anyio.move_on_after(1.5) as scope:
+            await download(uri, tmp_path, config=slow)
+    assert scope.cancelled_caught
+    assert faults.injected >= 1
+    assert time.monotonic() - started < 5
     assert os.listdir(tmp_path) == []

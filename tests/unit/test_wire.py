@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import anyio
 import pytest
 
 from storage_init.backends._wire import WireError, WirePool, _ChunkDecoder
@@ -20,7 +23,9 @@ Script = Callable[[bytes, int], list[bytes]]
 
 
 @asynccontextmanager
-async def scripted(script: Script, *, close: bool = False) -> AsyncIterator[str]:
+async def scripted(
+    script: Script, *, close: bool = False, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[str]:
     """Serve `script(request, n)` (pieces written with a yield between them)."""
     count = 0
     writers: set[asyncio.StreamWriter] = set()
@@ -46,10 +51,10 @@ async def scripted(script: Script, *, close: bool = False) -> AsyncIterator[str]
         finally:
             writer.close()
 
-    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    server = await asyncio.start_server(accept, "127.0.0.1", 0, ssl=tls)
     port = server.sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     finally:
         server.close()
         for writer in writers:
@@ -219,6 +224,88 @@ async def test_head_timeout() -> None:
         try:
             with pytest.raises(TimeoutError):
                 await pool.request(url, {})
+        finally:
+            await pool.aclose()
+
+
+@pytest.fixture(scope="module")
+def tls_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, str]:
+    """A server TLS context for 127.0.0.1 and the path of the CA that signed it."""
+    import trustme
+
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    bundle = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    return server, str(bundle)
+
+
+async def test_tls_body(tls_pair: tuple[ssl.SSLContext, str]) -> None:
+    """Bodies over TLS, verified against a CA bundle, in many records."""
+    server, bundle = tls_pair
+    body = os.urandom(3 << 20)
+    async with scripted(lambda req, n: [_ok(body)], tls=server) as url:
+        pool = WirePool(verify=bundle)
+        try:
+            assert await _body(pool, url, hint=256 << 10) == body
+            assert await _body(pool, url) == body  # on the kept connection
+        finally:
+            await pool.aclose()
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["plain", "tls"])
+async def test_body_stall_times_out(
+    tls_pair: tuple[ssl.SSLContext, str], secure: bool
+) -> None:
+    """A body that stops mid-way fails after the reader's timeout, TLS or not."""
+    server, bundle = tls_pair
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 10
+    async with scripted(lambda req, n: [head], tls=server if secure else None) as url:
+        pool = WirePool(verify=bundle)
+        try:
+            response = await pool.request(url, {})
+            assert bytes(await anyio.to_thread.run_sync(response.read_blocking, 10))
+            started = time.monotonic()
+            with pytest.raises(TimeoutError, match="no data for 0.3 s"):
+                await anyio.to_thread.run_sync(response.read_blocking, 1000, 0.3)
+            assert time.monotonic() - started < 2
+            pool.release(response)
+            assert not any(pool._idle.values())
+        finally:
+            await pool.aclose()
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["plain", "tls"])
+async def test_cancelled_read_returns_at_once(
+    tls_pair: tuple[ssl.SSLContext, str], secure: bool
+) -> None:
+    """Cancelling a read blocked on a silent server takes no timeout to return."""
+    server, bundle = tls_pair
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"
+    async with scripted(lambda req, n: [head], tls=server if secure else None) as url:
+        pool = WirePool(verify=bundle, read_timeout=60)
+        try:
+            response = await pool.request(url, {})
+            started = time.monotonic()
+            with anyio.move_on_after(0.2):
+                await response.read(1000)
+            assert time.monotonic() - started < 2
+            pool.release(response)
+        finally:
+            await pool.aclose()
+
+
+async def test_cancelled_request_returns_at_once() -> None:
+    """Cancelling a request whose head never comes takes no timeout to return."""
+    async with scripted(lambda req, n: []) as url:
+        pool = WirePool(read_timeout=60)
+        try:
+            started = time.monotonic()
+            with anyio.move_on_after(0.2):
+                await pool.request(url, {})
+            assert time.monotonic() - started < 2
+            assert not any(pool._idle.values())
         finally:
             await pool.aclose()
 
