@@ -267,7 +267,7 @@ async def test_body_stall_times_out(
             response = await pool.request(url, {})
             assert bytes(await anyio.to_thread.run_sync(response.read_blocking, 10))
             started = time.monotonic()
-            with pytest.raises(TimeoutError, match="no data for 0.3 s"):
+            with pytest.raises(TimeoutError, match=r"no data for 0\.3 s"):
                 await anyio.to_thread.run_sync(response.read_blocking, 1000, 0.3)
             assert time.monotonic() - started < 2
             pool.release(response)
