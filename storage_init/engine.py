@@ -330,18 +330,20 @@ class Engine:
         manifest: Manifest,
     ) -> None:
         try:
-            report = await self._download_file(pair, rel, info)
+            done = await self._download_file(pair, rel, info)
         finally:
             self._files.release()
-        if report is not None:
-            manifest.record(report, info, pair.dest / report.path)
+        if done is not None:
+            report, mtime_ns = done
+            manifest.record(report, info, mtime_ns)
             files.append(report)
             self._files_done += 1
             self._notify()
 
     async def _download_file(
         self, pair: Pair, rel: str, info: ObjectInfo, *, resume: bool = True
-    ) -> FileReport | None:
+    ) -> tuple[FileReport, int] | None:
+        """Download one file; return its report and mtime (None for a directory)."""
         started = time.monotonic()
         listed = info
         uri = pair.uri.child(info.key)
@@ -379,7 +381,9 @@ class Engine:
         if small and final.parent in self._dirs:
             # Small files: open and rename on the loop. Both are single metadata
             # syscalls, cheaper than the two thread hops they would cost, which
-            # dominated a model of 1000 small files.
+            # dominated a model of 1000 small files. (Opening and renaming them
+            # in the thread that receives the body was measured too: 1000 files
+            # of 100 KiB took as long, 1.7 s, the CPU spent as much.)
             job.temp = TempFile(final, info.size, preallocate=False)
         else:
             token = None
@@ -422,14 +426,14 @@ class Engine:
         temp = job.temp
         assert temp is not None
         if small:
-            temp.commit()
+            mtime_ns = temp.commit()
         else:
-            await anyio.to_thread.run_sync(temp.commit)
+            mtime_ns = await anyio.to_thread.run_sync(temp.commit)
         if job.journal is not None:
             job.journal.remove()
         self._open.discard(job)
         log.debug("verified %s (%s)", rel, digest.check.label)
-        return FileReport(
+        report = FileReport(
             path=str(path),
             size=info.size,
             seconds=time.monotonic() - started,
@@ -437,6 +441,7 @@ class Engine:
             verified=digest.check.verifies_content,
             resumed=job.resumed,
         )
+        return report, mtime_ns
 
     def _adopt_journal(self, job: _Job) -> None:
         """Mark the ranges an interrupted run completed as on disk.

@@ -9,8 +9,9 @@ deleted) is skipped on the strength of its entry alone. The name starts with a d
 model servers that list or glob the directory do not see it; Hugging Face, vLLM,
 TGI and Triton all ignore hidden files.
 
-Lines are appended as files complete, so a run killed half-way still lets the next
-one skip what was finished; a run that completes rewrites the manifest compactly.
+Lines are appended as files complete (written out at least once a second), so a run
+killed half-way still lets the next one skip what was finished; a run that completes
+rewrites the manifest compactly.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -31,6 +33,9 @@ __all__ = ["MANIFEST_NAME", "Entry", "Manifest"]
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = ".storage-init-manifest.jsonl"
+#: Seconds between writes of appended lines. A write per line cost 67 us of the
+#: event loop's time per file (1000 small files: 0.07 s).
+FLUSH_INTERVAL = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +104,7 @@ class Manifest:
         self._others: list[Entry] = []
         self._current: dict[str, Entry] = {}
         self._out: TextIO | None = None
+        self._flushed = 0.0
 
     def load(self) -> None:
         """Read earlier entries; a missing or corrupt manifest counts as empty."""
@@ -148,12 +154,16 @@ class Manifest:
         self._current[rel] = entry
         return entry
 
-    def record(self, report: FileReport, info: ObjectInfo, local: Path) -> None:
-        """Append the entry of a file just renamed into place."""
+    def record(self, report: FileReport, info: ObjectInfo, mtime_ns: int) -> None:
+        """Append the entry of a file just renamed into place, `mtime_ns` its mtime.
+
+        Lines reach the file at most `FLUSH_INTERVAL` seconds apart (and when the
+        manifest is closed or compacted): a run killed in between downloads the
+        last few files again on its rerun, which is all a lost line costs.
+        """
         if not info.etag:
             return
         try:
-            mtime_ns = local.stat().st_mtime_ns
             entry = Entry(
                 path=report.path,
                 source=self._source,
@@ -166,7 +176,10 @@ class Manifest:
             if self._out is None:
                 self._out = self.path.open("a", encoding="utf-8")
             self._out.write(entry.as_json() + "\n")
-            self._out.flush()
+            now = time.monotonic()
+            if now - self._flushed >= FLUSH_INTERVAL:
+                self._out.flush()
+                self._flushed = now
         except OSError as exc:
             # The manifest only saves work on reruns; never fail a download for it.
             log.warning("cannot update the manifest %s: %s", self.path, exc.strerror)

@@ -214,7 +214,7 @@ class RangeDigest:
 class FileDigest:
     """The digests of a whole file, from its ranges.
 
-    CRCs arrive through `update` (inline, on the event loop). Digests that need
+    CRCs arrive through `update` (inline, as bytes are written). Digests that need
     order and cost CPU (segment MD5s for multipart ETags, whole-file MD5/SHA-256)
     are computed inline too for one-range files up to `inline_limit` bytes, where a
     thread hop would cost more than the hashing; otherwise by `hash_written_range`,

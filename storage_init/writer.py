@@ -145,19 +145,24 @@ class TempFile:
             raise local_error(exc, self.final) from exc
         return total
 
-    def commit(self) -> None:
+    def commit(self) -> int:
         """Close the file and rename it to `final`, replacing any older file.
+
+        Returns:
+            The file's modification time in nanoseconds (a rename keeps it).
 
         Raises:
             LocalIOError: the rename failed.
         """
         fd, self._fd = self.fd, None
         try:
+            mtime_ns = os.fstat(fd).st_mtime_ns
             os.close(fd)
             self.path.replace(self.final)
         except OSError as exc:
             self.discard()
             raise local_error(exc, self.final) from exc
+        return mtime_ns
 
     def discard(self) -> None:
         """Close and delete the temp file. Safe to call more than once."""

@@ -11,6 +11,7 @@ once per bucket. A unit test checks it against botocore's own signer.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import time
@@ -56,6 +57,12 @@ def _signing_key(secret: str, date: str, region: str) -> bytes:
         _key_cache.clear()  # one day and one region at a time is all we need
         _key_cache[(secret, date, region)] = cached = key
     return cached
+
+
+@functools.lru_cache(maxsize=4)
+def _stamp(second: int) -> str:
+    """``x-amz-date`` for a second since the epoch (many requests share one)."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second))
 
 
 def sign_get(
@@ -111,7 +118,7 @@ def sign_request(
         host = f"{host}:{parts.port}"
     if ":" in (parts.hostname or "") and not host.startswith("["):
         host = f"[{host}]"
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    stamp = _stamp(int(time.time() if now is None else now))
     date = stamp[:8]
     headers = {"x-amz-content-sha256": _UNSIGNED, "x-amz-date": stamp}
     if credentials.token:
@@ -139,7 +146,7 @@ def sign_request(
         ]
     )
     key = _signing_key(credentials.secret_key, date, region)
-    signature = hmac.new(key, to_sign.encode(), "sha256").hexdigest()
+    signature = hmac.digest(key, to_sign.encode(), "sha256").hex()
     headers["Authorization"] = (
         f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
         f"SignedHeaders={';'.join(names)}, Signature={signature}"
