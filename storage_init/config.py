@@ -35,15 +35,17 @@ __all__ = [
     "parse_size",
 ]
 
-#: The body buffer of each data connection (`backends._wire`), and aiohttp's read
-#: buffer for requests through a proxy. 1 MiB: 2 GiB from SeaweedFS took 2.6-3.4 s
-#: against 3.9-4.1 s with 256 KiB (a write and a wake-up per 256 KiB) and 3.9-4.1 s
-#: with 4 MiB (written data no longer in the CPU cache); 3-4 alternating runs each,
-#: `/usr/bin/time`, by hand.
+#: aiohttp's read buffer, for requests through a proxy. 1 MiB: with aiohttp, 2 GiB
+#: from SeaweedFS took 2.6-3.4 s against 3.9-4.1 s with 256 KiB and with 4 MiB;
+#: 3-4 alternating runs each, `/usr/bin/time`, by hand.
 READ_BUFFER = 1 * MiB
-#: The most a connection holds beyond our own chunks. Direct connections hold one
-#: READ_BUFFER; through a proxy aiohttp pauses the socket above twice its read
-#: buffer, and one socket read may overshoot by 256 KiB. The bound takes the larger.
+#: The body buffer each direct connection starts with (`backends._wire`); it
+#: grows to the engine's chunk size if that is larger.
+WIRE_BUFFER = 256 * KiB
+#: The most a connection holds beyond our own chunks. Direct connections hold
+#: none: the engine writes straight from their buffer, which is the chunk.
+#: Through a proxy aiohttp pauses the socket above twice its read buffer, and one
+#: socket read may overshoot by 256 KiB.
 CONNECTION_BUFFER = 2 * READ_BUFFER + 256 * KiB
 
 
@@ -90,14 +92,16 @@ class TransferConfig:
             + max_concurrency * CONNECTION_BUFFER          (2.25 MiB)
 
     Each request gathers at most one chunk before writing it, and its connection
-    buffers at most `CONNECTION_BUFFER` more; each of the `io_concurrency`
-    hashing threads reads back through one chunk-sized buffer. With the defaults:
-    (8 + 2) * 256 KiB + 8 * 2.25 MiB = 20.5 MiB, on top of the interpreter and SDKs
-    (about 60-70 MiB with aiobotocore).
+    buffers at most `CONNECTION_BUFFER` more (a direct connection holds nothing
+    more: its buffer is the chunk; the bound is for bodies through a proxy); each
+    of the `io_concurrency` hashing threads reads back through one chunk-sized
+    buffer. With the defaults: (8 + 2) * 256 KiB + 8 * 2.25 MiB = 20.5 MiB, on top
+    of the interpreter and SDKs (about 60-70 MiB with aiobotocore).
 
     The defaults were chosen by measurement (`benchmarks/`, 2 GiB from a local
-    SeaweedFS on 2 cores): 256 KiB chunks written as they arrive, while still in
-    the CPU cache, took 2.7-2.9 s against 3.2-4.0 s for 1 MiB chunks; 8 requests
+    SeaweedFS on 2 cores): 256 KiB chunks, received, written and checksummed by
+    one thread while still in its core's cache, took 2.05-2.2 s against 2.6-3.6 s
+    for 1 MiB and 2.6 s for 64 KiB (s5cmd 2.05-2.2 s in the same runs); 8 requests
     were as fast as 12 or 16 and faster than 4; 32 MiB parts as fast as 16 or 64.
 
     Attributes:

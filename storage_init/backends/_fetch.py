@@ -9,7 +9,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Protocol
 
-from ..config import READ_BUFFER
+from ..config import WIRE_BUFFER
 from ..errors import ErrorTable, map_errors
 from ._common import NETWORK_ERRORS, Response
 from ._wire import WirePool, WireResponse
@@ -131,7 +131,7 @@ class Fetcher:
             verify=verify,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            buffer_size=READ_BUFFER,
+            buffer_size=WIRE_BUFFER,
         )
 
     @asynccontextmanager

@@ -245,7 +245,11 @@ class _Connection:
             return memoryview(early)
         if self.done:
             return self._view[:0]
-        want = min(size, len(self._buf)) if size > 0 else len(self._buf)
+        want = size if size > 0 else len(self._buf)
+        if want > len(self._buf):
+            # The reader's chunk size rules: the buffer grows to it, once.
+            self._buf = bytearray(want)
+            self._view = memoryview(self._buf)
         if self._chunked is not None:
             return self._read_chunked(self._view[:want])
         if self._remaining is not None:
@@ -377,9 +381,10 @@ class WireResponse:
             otherwise.
     """
 
-    def __init__(self, connection: _Connection, key: _Key) -> None:
+    def __init__(self, connection: _Connection, key: _Key, buffer_size: int) -> None:
         self._connection = connection
         self._key = key
+        self._buffer_size = buffer_size
         self.status = connection.status
         self.headers = CIMultiDictProxy(connection.headers)
         length = self.headers.get("Content-Length", "")
@@ -408,7 +413,7 @@ class WireResponse:
     def _read_some(self, limit: int) -> bytes:
         out = bytearray()
         while len(out) < limit:
-            data = self._connection.read(limit - len(out))
+            data = self._connection.read(min(limit - len(out), self._buffer_size))
             if not data:
                 break
             out += data
@@ -449,7 +454,8 @@ class WirePool:
         connect_timeout: seconds to connect (and finish the TLS handshake).
         read_timeout: seconds to wait for a response head, and between body
             bytes unless the reader says otherwise.
-        buffer_size: bytes of body buffer per connection.
+        buffer_size: bytes of body buffer per connection, to start with: a
+            reader asking for larger chunks grows it to their size.
         max_idle: idle connections kept per host.
     """
 
@@ -459,7 +465,7 @@ class WirePool:
         verify: bool | str = True,
         connect_timeout: float = 15.0,
         read_timeout: float = 30.0,
-        buffer_size: int = 1 << 20,
+        buffer_size: int = 256 << 10,
         max_idle: int = 16,
     ) -> None:
         self._verify = verify
@@ -557,7 +563,7 @@ class WirePool:
                 connection.close()
                 raise
             else:
-                return WireResponse(connection, key)
+                return WireResponse(connection, key, self._buffer_size)
 
     async def request(
         self, url: str, headers: Mapping[str, str], *, method: str = "GET"

@@ -310,6 +310,22 @@ async def test_cancelled_request_returns_at_once() -> None:
             await pool.aclose()
 
 
+async def test_buffer_grows_to_the_readers_chunk() -> None:
+    """A reader asking for more than the buffer gets whole chunks of that size."""
+    body = os.urandom(3 << 20)
+    async with scripted(lambda req, n: [_ok(body)]) as url:
+        pool = WirePool(buffer_size=64 << 10)
+        try:
+            response = await pool.request(url, {})
+            sizes = []
+            while data := await response.read(1 << 20):
+                sizes.append(len(data))
+            assert sizes == [1 << 20] * 3
+            pool.release(response)
+        finally:
+            await pool.aclose()
+
+
 def test_chunk_decoder_output_full_then_resumes() -> None:
     """Payload waits in the decoder when the output is full (flow control)."""
     decoder = _ChunkDecoder()
