@@ -4,7 +4,8 @@ Shape of one run, for any number of source/destination pairs::
 
     listers ──▶ file tasks (at most 2 * max_concurrency open) ──▶ range fetchers
     range fetcher: GET ──▶ worker thread: receive a chunk ──▶ pwrite at offset + CRC
-    file hasher (thread, when MD5/SHA-256 are needed): reads written ranges in order
+                                          (+ part MD5s of a multipart ETag)
+    file hasher (thread, for a whole-file MD5/SHA-256): reads written ranges in order
 
 - One `CapacityLimiter(max_concurrency)` caps requests in flight for all files and
   pairs. Listing streams page by page; files start while listing goes on.
@@ -12,17 +13,20 @@ Shape of one run, for any number of source/destination pairs::
   (`_pump_blocking`), chunk by chunk, on the same core while the bytes are in its
   cache; the event loop only plans, signs, retries and verifies. Two designs were
   measured against it on the 2-core benchmark machine. Writing on the event loop
-  as chunks arrived left the machine 1.8-3.6 CPU-seconds idle per 2 GiB (one
-  thread serving every stream; the server waited on it) and took 4.5-6.2 s where
-  this takes 2.4-2.6 s (s5cmd: 2.2-3.0 s, same runs). Handing chunks from the loop
-  through a queue to writer threads doubled system time (cross-core copies,
-  futex wake-ups, inode-lock contention). Backpressure is the thread itself: it
-  receives the next chunk only after writing the last, so the socket, not
-  memory, absorbs a slow disk. Bodies that only the event loop can read (through
-  a proxy, from memory) are written there, the same way.
-- CRCs are computed as chunks are written (nearly free). MD5 and SHA-256, which
-  cost a second per GiB, are computed by one thread per file that reads each
-  range back from the page cache once it is written, in order.
+  as chunks arrived was as fast while the kernel's copies were cheap, but when
+  they were not (system time for the same 2 GiB varies 1-3.3 s on this VM) one
+  thread had to make them all: the machine sat 1.8-3.6 CPU-seconds idle per 2 GiB
+  (s5cmd: 0.2-0.6) and took 4.5-8.7 s against s5cmd's 2.6-6.0. Handing chunks
+  from the loop through a queue to writer threads doubled system time
+  (cross-core copies, futex wake-ups, inode-lock contention). Backpressure is the
+  thread itself: it receives the next chunk only after writing the last, so the
+  socket, not memory, absorbs a slow disk. Bodies that only the event loop can
+  read (through a proxy, from memory) are written there, the same way.
+- CRCs, and the per-part MD5s of a multipart ETag, are computed by that thread as
+  chunks are written. A whole-file MD5 or SHA-256 (1.2-1.5 CPU seconds per GiB)
+  needs the file in order: one thread per file reads each range back from the
+  page cache once it is written, in order (as do the part MD5s of bodies read on
+  the event loop).
 - A file is verified after its last byte is written and hashed, then renamed into
   place. Temp files of files that did not finish are deleted when the run ends,
   whatever the reason, after every thread has returned: a cancelled request's
@@ -486,7 +490,7 @@ class Engine:
         for index, landed in enumerate(job.landed):
             await landed.wait()
             reread = index in job.reread
-            if digest.deferred or reread:
+            if digest.needs_readback(index) or reread:
                 await anyio.to_thread.run_sync(
                     digest.hash_written_range,
                     job.temp.fd,
@@ -597,7 +601,7 @@ class Engine:
                 raise IntegrityError(msg, uri=job.uri)
             buffers[0] = data
             temp.write(offset, buffers)
-            digest.update(index, data)
+            digest.update(index, data, threaded=True)
             offset += len(data)
             job.offsets[index] = offset
 

@@ -219,7 +219,12 @@ class FileDigest:
     are computed inline too for one-range files up to `inline_limit` bytes, where a
     thread hop would cost more than the hashing; otherwise by `hash_written_range`,
     called in range order from a thread once each range is on disk, so that they
-    use the second core while the download goes on.
+    stay off the event loop while the download goes on.
+
+    Segment MD5s need order only within their range (the ranges are aligned to the
+    parts), so a range written by a worker thread (``update(..., threaded=True)``)
+    has them computed there, as its bytes arrive: in parallel across ranges, and
+    without reading the range back.
     """
 
     def __init__(
@@ -242,12 +247,30 @@ class FileDigest:
         self._pos = [0] * len(ranges)
         self._md5: list[Any] = [None] * len(ranges)
         self._md5s: list[list[bytes]] = [[] for _ in ranges]
+        #: Per range: its segment MD5s were fed as it was written.
+        self._fed = [False] * len(ranges)
 
-    def update(self, index: int, data: bytes | memoryview) -> None:
-        """Feed the next `data` bytes of range `index`, as they are written."""
+    def update(
+        self, index: int, data: bytes | memoryview, *, threaded: bool = False
+    ) -> None:
+        """Feed the next `data` bytes of range `index`, as they are written.
+
+        Args:
+            index: the range.
+            data: its next bytes, in order.
+            threaded: the caller is a worker thread, where segment MD5s may be
+                computed at once (every update of the range must say so).
+        """
         self.ranges[index].update(data)
         if self.inline:
             self._feed(index, memoryview(data))
+        elif threaded and self.check.segment_md5 and not self._whole:
+            self._fed[index] = True
+            self._feed(index, memoryview(data))
+
+    def needs_readback(self, index: int) -> bool:
+        """Whether range `index` must be read back for the ordered digests."""
+        return self.deferred and not self._fed[index]
 
     def _feed(self, index: int, block: memoryview) -> None:
         """Feed the ordered digests; ranges must come in order, bytes in order."""
@@ -292,7 +315,7 @@ class FileDigest:
                 raise IntegrityError(msg)
             if with_crc:
                 self.ranges[index].update(view[:n])
-            if self.deferred:
+            if self.needs_readback(index):
                 self._feed(index, view[:n])
             offset += n
 

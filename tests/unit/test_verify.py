@@ -220,3 +220,44 @@ class TestFileDigest:
             base64.b64encode(hashlib.sha256(data).digest()).decode()
             == (info.checksums["sha256"])
         )
+
+    @pytest.mark.parametrize("threaded", [{0, 1, 2, 3}, {1, 3}], ids=["all", "some"])
+    def test_part_md5s_in_worker_threads(self, tmp_path, threaded: set[int]) -> None:
+        """Ranges written by worker threads get their part MD5s there, in any range
+        order; the others are read back, and the multipart ETag matches."""
+        data = bytearray(os.urandom(10_000))
+        info = MemoryBackend().put("b", "k", bytes(data), part_size=3000)
+        check = choose_check(info, VerifyMode.AUTO)
+        ranges = plan_ranges(len(data), 3000, [3000, 3000, 3000, 1000])
+        digest = FileDigest(check, ranges)
+        assert (digest.deferred, check.label) == (True, "multipart-etag")
+        for index in sorted(range(len(ranges)), reverse=True):  # out of order
+            r = ranges[index]
+            for pos in range(r.start, r.end, 512):
+                piece = bytes(data[pos : min(pos + 512, r.end)])
+                digest.update(index, piece, threaded=index in threaded)
+        assert [digest.needs_readback(i) for i in range(4)] == [
+            i not in threaded for i in range(4)
+        ]
+        path = tmp_path / "written"
+        path.write_bytes(data)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for index in range(len(ranges)):
+                digest.hash_written_range(fd, index, 1000)
+        finally:
+            os.close(fd)
+        digest.verify(size=len(data), written=len(data))
+
+    def test_part_md5s_in_worker_threads_see_corruption(self) -> None:
+        """A flipped byte seen by a worker thread fails the multipart ETag."""
+        data = bytearray(os.urandom(6000))
+        info = MemoryBackend().put("b", "k", bytes(data), part_size=3000)
+        check = choose_check(info, VerifyMode.AUTO)
+        ranges = plan_ranges(len(data), 3000, [3000, 3000])
+        digest = FileDigest(check, ranges)
+        data[4000] ^= 1
+        for index, r in enumerate(ranges):
+            digest.update(index, bytes(data[r.start : r.end]), threaded=True)
+        with pytest.raises(IntegrityError, match="multipart ETag mismatch"):
+            digest.verify(size=len(data), written=len(data))
