@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import threading
 from typing import TYPE_CHECKING
 
 from .errors import LocalIOError
@@ -74,6 +75,7 @@ class TempFile:
         suffix = token or secrets.token_hex(4)
         self.path = final.with_name(f".{final.name[:200]}.{suffix}{PARTIAL_SUFFIX}")
         self._fd: int | None = None
+        self._lock = threading.Lock()
         try:
             if token is not None:
                 self._reopen()
@@ -131,18 +133,23 @@ class TempFile:
         """
         fd = self.fd
         total = 0
-        try:
-            for i in range(0, len(buffers), _IOV_MAX):
-                batch = list(buffers[i : i + _IOV_MAX])
-                want = sum(len(b) for b in batch)
-                done = os.pwritev(fd, batch, offset + total)
-                while done < want:
-                    # Short writes are rare on local files; finish the rest in order.
-                    rest = b"".join(batch)[done:]
-                    done += os.pwrite(fd, rest, offset + total + done)
-                total += want
-        except OSError as exc:
-            raise local_error(exc, self.final) from exc
+        # One writer at a time, queued here: ext4 takes the inode lock for every
+        # buffered write anyway, and writers that wait for it in the kernel spin.
+        # perf, 2 GiB in 8 ranges on 2 cores: 12.5 % of our CPU in
+        # rwsem_spin_on_owner (18 % with its callees) without this lock.
+        with self._lock:
+            try:
+                for i in range(0, len(buffers), _IOV_MAX):
+                    batch = list(buffers[i : i + _IOV_MAX])
+                    want = sum(len(b) for b in batch)
+                    done = os.pwritev(fd, batch, offset + total)
+                    while done < want:
+                        # Short writes are rare on local files; finish in order.
+                        rest = b"".join(batch)[done:]
+                        done += os.pwrite(fd, rest, offset + total + done)
+                    total += want
+            except OSError as exc:
+                raise local_error(exc, self.final) from exc
         return total
 
     def commit(self) -> int:
