@@ -3,7 +3,8 @@
 A file is written as ``.<name>.<random>.partial`` in its destination directory, so
 that the final `os.replace` is a rename within one filesystem: a reader of the
 destination sees either no file or the complete, verified one. Every method here
-blocks; the engine calls them through `anyio.to_thread.run_sync`.
+blocks: the engine calls them from worker threads (several may `write` one file at
+once; they take turns) or, for small files, on the event loop.
 """
 
 from __future__ import annotations

@@ -288,8 +288,9 @@ async def test_cancelled_read_returns_at_once(
         try:
             response = await pool.request(url, {})
             started = time.monotonic()
-            with anyio.move_on_after(0.2):
+            with anyio.move_on_after(0.2) as scope:
                 await response.read(1000)
+            assert scope.cancelled_caught
             assert time.monotonic() - started < 2
             pool.release(response)
         finally:
@@ -302,8 +303,9 @@ async def test_cancelled_request_returns_at_once() -> None:
         pool = WirePool(read_timeout=60)
         try:
             started = time.monotonic()
-            with anyio.move_on_after(0.2):
+            with anyio.move_on_after(0.2) as scope:
                 await pool.request(url, {})
+            assert scope.cancelled_caught
             assert time.monotonic() - started < 2
             assert not any(pool._idle.values())
         finally:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
@@ -63,3 +64,27 @@ class TestTempFile:
                 TempFile(tmp_path / "x", 1)
         finally:
             tmp_path.chmod(0o700)
+
+
+def test_concurrent_writes_from_threads(tmp_path: Path) -> None:
+    """Threads writing their own ranges of one file at once leave every byte right."""
+    data = os.urandom(4 << 20)
+    temp = TempFile(tmp_path / "f.bin", len(data))
+    step = 64 << 10
+
+    def write_range(start: int, end: int) -> None:
+        for offset in range(start, end, step):
+            chunk = memoryview(data)[offset : min(offset + step, end)]
+            temp.write(offset, [chunk])
+
+    quarter = len(data) // 4
+    threads = [
+        threading.Thread(target=write_range, args=(i * quarter, (i + 1) * quarter))
+        for i in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    temp.commit()
+    assert (tmp_path / "f.bin").read_bytes() == data
