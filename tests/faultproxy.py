@@ -201,6 +201,15 @@ class FaultProxy:
         async def close() -> None:
             assert self._server is not None
             self._server.close()
+            # Connections still open (a stalled body sleeps for an hour) are
+            # broken off and their handlers cancelled: nothing outlives the proxy.
+            for writer in self._writers:
+                writer.transport.abort()
+            current = asyncio.current_task()
+            handlers = [t for t in asyncio.all_tasks() if t is not current]
+            for task in handlers:
+                task.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
             await self._server.wait_closed()
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
