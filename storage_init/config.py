@@ -98,10 +98,11 @@ class TransferConfig:
     buffer. With the defaults: (8 + 2) * 256 KiB + 8 * 2.25 MiB = 20.5 MiB, on top
     of the interpreter and SDKs (about 60-70 MiB with aiobotocore).
 
-    The defaults were chosen by measurement (`benchmarks/`, 2 GiB from a local
-    SeaweedFS on 2 cores): 256 KiB chunks, received, written and checksummed by
-    one thread while still in its core's cache, took 2.05-2.2 s against 2.6-3.6 s
-    for 1 MiB and 2.6 s for 64 KiB (s5cmd 2.05-2.2 s in the same runs); 8 requests
+    The defaults were chosen by measurement (2 GiB from a local SeaweedFS on 2
+    cores, 3 alternating runs each by hand with STORAGE_INIT_CHUNK_SIZE): 256 KiB
+    chunks, received, written and checksummed by one thread while still in its
+    core's cache, took 2.05-2.2 s against 2.6-3.6 s for 1 MiB and 2.6 s for 64 KiB
+    (s5cmd 2.05-2.2 s in the same runs); 8 requests
     were as fast as 12 or 16 and faster than 4; 32 MiB parts as fast as 16 or 64.
 
     Attributes:

@@ -12,7 +12,8 @@ Shape of one run, for any number of source/destination pairs::
 - Each request's body is received, written and checksummed by one worker thread
   (`_pump_blocking`), chunk by chunk, on the same core while the bytes are in its
   cache; the event loop only plans, signs, retries and verifies. Two designs were
-  measured against it on the 2-core benchmark machine. Writing on the event loop
+  measured against it by hand on the 2-core benchmark machine (alternating runs,
+  idle CPU from /proc/stat around each). Writing on the event loop
   as chunks arrived was as fast while the kernel's copies were cheap, but when
   they were not (system time for the same 2 GiB varies 1-3.3 s on this VM) one
   thread had to make them all: the machine sat 1.8-3.6 CPU-seconds idle per 2 GiB
@@ -633,8 +634,8 @@ class Engine:
                     continue
             elif not buffers:
                 return
-            # Written here, on the loop, while the bytes are hot in this core's
-            # cache (see the module docstring for why not in a writer thread).
+            # Bodies only the event loop can read (through a proxy, from memory)
+            # are written here, on the loop, while the bytes are in its cache.
             temp.write(offset, buffers)
             for buf in buffers:
                 digest.update(index, buf)

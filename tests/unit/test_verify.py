@@ -121,15 +121,20 @@ def _digest_of(
             rd.update(data[pos : min(pos + step, r.end)])
             pos += step
             step = step * 3 % 1001 + 1
+    _hash_from_file(digest, data, tmp_path)
+    return digest
+
+
+def _hash_from_file(digest: FileDigest, data: bytes, tmp_path) -> None:
+    """Write `data` to a file and feed every range back from it, in order."""
     path = tmp_path / "written"
     path.write_bytes(data)
     fd = os.open(path, os.O_RDONLY)
     try:
-        for index in range(len(ranges)):
+        for index in range(len(digest.byte_ranges)):
             digest.hash_written_range(fd, index, 1000)
     finally:
         os.close(fd)
-    return digest
 
 
 class TestFileDigest:
@@ -239,14 +244,7 @@ class TestFileDigest:
         assert [digest.needs_readback(i) for i in range(4)] == [
             i not in threaded for i in range(4)
         ]
-        path = tmp_path / "written"
-        path.write_bytes(data)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            for index in range(len(ranges)):
-                digest.hash_written_range(fd, index, 1000)
-        finally:
-            os.close(fd)
+        _hash_from_file(digest, bytes(data), tmp_path)
         digest.verify(size=len(data), written=len(data))
 
     def test_part_md5s_in_worker_threads_see_corruption(self) -> None:
