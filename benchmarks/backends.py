@@ -295,8 +295,8 @@ def _bench(name: str, src: Path, runs: int, work: Path) -> list[Run]:
     finally:
         _stop(backend.script, state)
         shutil.rmtree(work / "out", ignore_errors=True)
-        if name == "http":
-            shutil.rmtree(state, ignore_errors=True)
+        # The server's copy of the file (GBs): made afresh by every run.
+        shutil.rmtree(state, ignore_errors=True)
     return results
 
 

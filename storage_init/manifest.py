@@ -193,10 +193,18 @@ class Manifest:
             self._current[rel] = dataclasses.replace(entry, unpacked=True)
 
     def close(self) -> None:
-        """Stop appending (after a failure, the appended lines stay)."""
-        if self._out is not None:
-            self._out.close()
-            self._out = None
+        """Stop appending (after a failure, the appended lines stay).
+
+        Lines still buffered are written now; if they cannot be (a full disk), a
+        warning says so and the download goes on, as in `record`.
+        """
+        out, self._out = self._out, None
+        if out is None:
+            return
+        try:
+            out.close()
+        except OSError as exc:
+            log.warning("cannot update the manifest %s: %s", self.path, exc.strerror)
 
     def compact(self) -> None:
         """Rewrite the manifest with this run's files (and other sources' entries)."""

@@ -178,8 +178,15 @@ class FaultProxy:
             faults.slowdown -= 1
             faults.injected += 1
             with contextlib.suppress(Exception):
-                await reader.readuntil(b"\r\n\r\n")
-                writer.write(_SLOWDOWN)
+                request = await reader.readuntil(b"\r\n\r\n")
+                # A response to HEAD has no body (the client would take it as a
+                # protocol error, not a 503).
+                head_only = request.startswith(b"HEAD ")
+                writer.write(
+                    _SLOWDOWN.split(b"\r\n\r\n")[0] + b"\r\n\r\n"
+                    if head_only
+                    else _SLOWDOWN
+                )
                 await writer.drain()
             writer.close()
             return

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ..models import ObjectInfo
     from ..uri import ObjectURI
 
-__all__ = ["Backend", "BlockingBody", "RangeBody"]
+__all__ = ["Backend", "BlockingBody", "BlockingGet", "RangeBody"]
 
 
 class RangeBody(Protocol):
@@ -65,6 +65,32 @@ class BlockingBody(RangeBody, Protocol):
 
     def abort(self) -> None:
         """Break the connection off from another thread: a read returns promptly."""
+        ...
+
+
+class BlockingGet(Protocol):
+    """A whole-object GET, prepared (signed) on the event loop, sent from a thread.
+
+    One worker thread calls `send`, reads the body and calls `close`; `abort` may
+    come from any thread meanwhile.
+    """
+
+    def send(self) -> BlockingBody:
+        """Send the request and return its body once the head has been checked.
+
+        Blocks. The body's `info` is what the headers say of the object.
+
+        Raises:
+            TransferError: as `Backend.open_range` (errors mapped at this boundary).
+        """
+        ...
+
+    def abort(self) -> None:
+        """Break the request off: `send` or a read of its body returns promptly."""
+        ...
+
+    def close(self) -> None:
+        """Give the connection back for reuse if the body was read to its end."""
         ...
 
 
@@ -130,6 +156,18 @@ class Backend(Protocol):
             ObjectChangedError: the ETag no longer matches (412).
             IntegrityError: the Content-Range is not the one asked for.
             ObjectNotFoundError, AccessDeniedError, RemoteError, NetworkError.
+        """
+        ...
+
+    async def prepare_get(self, bucket: str, info: ObjectInfo) -> BlockingGet | None:
+        """Prepare a GET of the whole object, pinned to ``info.etag``, for a thread.
+
+        As `open_range` with `whole`, but sent and read by one worker thread: the
+        engine's path for small files. None when this store's bodies can only be
+        read on the event loop (through a proxy, from memory).
+
+        Raises:
+            TransferError: preparing failed (credentials could not be loaded, say).
         """
         ...
 

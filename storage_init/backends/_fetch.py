@@ -7,12 +7,13 @@ through one interface, whichever client sent the request.
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from ..config import WIRE_BUFFER
 from ..errors import ErrorTable, map_errors
 from ._common import NETWORK_ERRORS, Response
-from ._wire import WirePool, WireResponse
+from ._wire import Attempt, WirePool, WireResponse
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping
@@ -21,9 +22,48 @@ if TYPE_CHECKING:
 
     from ..config import ProxyConfig
     from ..models import ObjectInfo
-    from ._base import RangeBody
+    from ._base import BlockingBody, BlockingGet, RangeBody
 
-__all__ = ["Fetched", "Fetcher"]
+__all__ = ["ERROR_BODY_LIMIT", "DataGet", "Fetched", "Fetcher", "Head"]
+
+#: Bytes of an error response's body kept for its message (S3's XML error, say).
+ERROR_BODY_LIMIT = 64 * 1024 + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The head of a data GET's response, as a backend's `DataGet.accept` sees it.
+
+    Attributes:
+        error_body: for a status of 300 or more, the start of the body (at most
+            `ERROR_BODY_LIMIT` bytes); otherwise empty.
+    """
+
+    status: int
+    headers: Mapping[str, str]
+    content_length: int | None
+    error_body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DataGet:
+    """A data GET ready to send, and how its backend judges the response.
+
+    Attributes:
+        url: the URL, already encoded and signed (or headers carry the auth).
+        uri: the object's URI, for errors (never the signed URL).
+        errors: how the client's exceptions map onto `storage_init.errors`.
+        accept: checks the head and returns what it says of the object (or None
+            when nothing new); raises a `TransferError` for a status of 300 or
+            more and for a head that does not match the request. Synchronous, so
+            that a worker thread can send the request.
+    """
+
+    url: str
+    headers: Mapping[str, str]
+    uri: str
+    errors: ErrorTable
+    accept: Callable[[Head], ObjectInfo | None]
 
 
 class Fetched(Response, Protocol):
@@ -174,6 +214,60 @@ class Fetcher:
         finally:
             finish(via_proxy)
 
+    @asynccontextmanager
+    async def open(self, get: DataGet) -> AsyncIterator[RangeBody]:
+        """Send `get`; yield its body once `get.accept` has passed the head.
+
+        Raises:
+            TransferError: what `get.accept` raises, or the request failed.
+        """
+        async with self.get(get.url, get.headers, uri=get.uri, errors=get.errors) as r:
+            error_body = b""
+            if r.status >= 300:
+                with map_errors(get.errors, uri=get.uri):
+                    error_body = await r.error_body(ERROR_BODY_LIMIT)
+            got = get.accept(Head(r.status, r.headers, r.content_length, error_body))
+            yield r.body(get.uri, got)
+
+    def blocking(self, get: DataGet) -> BlockingGet | None:
+        """`get` to send from a worker thread, or None when it goes through a proxy."""
+        if self._proxy.for_url(get.url) is not None:
+            return None
+        return _BlockingGet(self._wire, get)
+
     async def aclose(self) -> None:
         """Close the idle direct connections (the session is the backend's)."""
         await self._wire.aclose()
+
+
+class _BlockingGet:
+    """A `DataGet` sent and read in one worker thread: see `BlockingGet`."""
+
+    def __init__(self, pool: WirePool, get: DataGet) -> None:
+        self._pool = pool
+        self._get = get
+        self._attempt = Attempt()
+        self._response: WireResponse | None = None
+
+    def send(self) -> BlockingBody:
+        get = self._get
+        with map_errors(get.errors, uri=get.uri):
+            response = self._pool.request_blocking(
+                get.url, get.headers, attempt=self._attempt
+            )
+            self._response = response
+            error_body = b""
+            if response.status >= 300:
+                error_body = response.read_some_blocking(ERROR_BODY_LIMIT)
+        length = response.content_length
+        got = get.accept(Head(response.status, response.headers, length, error_body))
+        return _WireBody(response, get.uri, got, get.errors)
+
+    def abort(self) -> None:
+        # The attempt holds the connection from before the head until the end.
+        self._attempt.abort()
+
+    def close(self) -> None:
+        if self._response is not None:
+            self._pool.release(self._response)
+            self._response = None

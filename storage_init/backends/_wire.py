@@ -50,7 +50,7 @@ from .._threads import run_abortable
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["WireError", "WirePool", "WireResponse"]
+__all__ = ["Attempt", "WireError", "WirePool", "WireResponse"]
 
 #: Largest response head (status line and headers) accepted.
 MAX_HEAD = 64 * 1024
@@ -411,7 +411,8 @@ class WireResponse:
             functools.partial(self.read_blocking, size), self.abort
         )
 
-    def _read_some(self, limit: int) -> bytes:
+    def read_some_blocking(self, limit: int) -> bytes:
+        """Up to `limit` bytes of the body, copied. Blocks: see `read_some`."""
         out = bytearray()
         while len(out) < limit:
             data = self._connection.read(min(limit - len(out), self._buffer_size))
@@ -423,7 +424,7 @@ class WireResponse:
     async def read_some(self, limit: int) -> bytes:
         """Up to `limit` bytes of the body, copied (error bodies, listings)."""
         return await run_abortable(
-            functools.partial(self._read_some, limit), self.abort
+            functools.partial(self.read_some_blocking, limit), self.abort
         )
 
     def abort(self) -> None:
@@ -434,14 +435,19 @@ class WireResponse:
 _Key = tuple[str, str, int]
 
 
-class _Attempt:
-    """The connection a request is using, for `abort` from the event loop."""
+class Attempt:
+    """The connection a request is using, for `abort` from another thread.
+
+    It keeps the connection after the head arrived: `abort` then breaks off the
+    body's reads too.
+    """
 
     def __init__(self) -> None:
         self.connection: _Connection | None = None
         self.aborted = False
 
     def abort(self) -> None:
+        """Break the request off: a blocked send or read returns promptly."""
         self.aborted = True
         if self.connection is not None:
             self.connection.abort()
@@ -516,7 +522,7 @@ class WirePool:
         headers: Mapping[str, str],
         *,
         method: str = "GET",
-        attempt: _Attempt | None = None,
+        attempt: Attempt | None = None,
     ) -> WireResponse:
         """Send ``GET url`` (or HEAD); return the response once its head has arrived.
 
@@ -529,7 +535,7 @@ class WirePool:
             OSError: the connection could not be made.
             TimeoutError: connecting, or the response head, took too long.
         """
-        attempt = attempt or _Attempt()
+        attempt = attempt or Attempt()
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         host = parts.hostname or ""
@@ -574,7 +580,7 @@ class WirePool:
         Raises:
             See `request_blocking`.
         """
-        attempt = _Attempt()
+        attempt = Attempt()
         call = functools.partial(
             self.request_blocking, url, headers, method=method, attempt=attempt
         )

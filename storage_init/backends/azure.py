@@ -51,8 +51,14 @@ from ..errors import (
 from ..models import ObjectInfo
 from ._aiohttp import AIOHTTP_ERRORS, new_session
 from ._azauth import AzureAccess, resolve_access
-from ._common import WholeObjects, check_range, simple_error, status_error
-from ._fetch import Fetcher
+from ._common import (
+    NETWORK_ERRORS,
+    WholeObjects,
+    check_range,
+    simple_error,
+    status_error,
+)
+from ._fetch import DataGet, Fetcher
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -62,7 +68,8 @@ if TYPE_CHECKING:
 
     from ..config import AzureOptions, ProxyConfig, StorageConfig
     from ..uri import ObjectURI
-    from ._base import RangeBody
+    from ._base import BlockingGet, RangeBody
+    from ._fetch import Head
 
 __all__ = ["AzureBackend"]
 
@@ -379,6 +386,18 @@ class AzureBackend(WholeObjects):
         self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
     ) -> AsyncIterator[RangeBody]:
         """See `Backend.open_range`."""
+        get, fetch = await self._data_get(bucket, info, start, end, whole=whole)
+        async with fetch.open(get) as body:
+            yield body
+
+    async def prepare_get(self, bucket: str, info: ObjectInfo) -> BlockingGet | None:
+        """See `Backend.prepare_get`."""
+        get, fetch = await self._data_get(bucket, info, 0, info.size, whole=True)
+        return fetch.blocking(get)
+
+    async def _data_get(
+        self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
+    ) -> tuple[DataGet, Fetcher]:
         await self._client()
         assert self._fetch is not None
         uri = self._uri(bucket, info.key)
@@ -393,14 +412,16 @@ class AzureBackend(WholeObjects):
             headers["If-Match"] = f'"{info.etag}"'
         if not whole:
             headers["Range"] = f"bytes={start}-{end - 1}"
-        async with self._fetch.get(url, headers, uri=uri) as response:
-            if response.status >= 300:
-                code = response.headers.get("x-ms-error-code", "")
+
+        def accept(head: Head) -> None:
+            if head.status >= 300:
+                code = head.headers.get("x-ms-error-code", "")
                 with self._mapped(uri):
-                    raise status_error(response.status, uri, code)
+                    raise status_error(head.status, uri, code)
             if not whole:
-                check_range(response, start, end, info.size, uri)
-            yield response.body(uri, None)
+                check_range(head, start, end, info.size, uri)
+
+        return DataGet(url, headers, uri, NETWORK_ERRORS, accept), self._fetch
 
     async def aclose(self) -> None:
         """See `Backend.aclose`. Runs to the end even when the caller is cancelled."""

@@ -34,14 +34,15 @@ from ..errors import (
 from ..models import ObjectInfo
 from ._aiohttp import AIOHTTP_ERRORS, new_session
 from ._common import WholeObjects, check_range, status_error
-from ._fetch import Fetcher
+from ._fetch import DataGet, Fetcher
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
     from ..config import GCSOptions, ProxyConfig, StorageConfig
     from ..uri import ObjectURI
-    from ._base import RangeBody
+    from ._base import BlockingGet, RangeBody
+    from ._fetch import Head
 
 __all__ = ["GCSBackend"]
 
@@ -201,6 +202,18 @@ class GCSBackend(WholeObjects):
         self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
     ) -> AsyncIterator[RangeBody]:
         """See `Backend.open_range`."""
+        get, fetch = await self._data_get(bucket, info, start, end, whole=whole)
+        async with fetch.open(get) as body:
+            yield body
+
+    async def prepare_get(self, bucket: str, info: ObjectInfo) -> BlockingGet | None:
+        """See `Backend.prepare_get`."""
+        get, fetch = await self._data_get(bucket, info, 0, info.size, whole=True)
+        return fetch.blocking(get)
+
+    async def _data_get(
+        self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
+    ) -> tuple[DataGet, Fetcher]:
         await self._client()
         assert self._fetch is not None
         uri = f"gs://{bucket}/{info.key}"
@@ -213,16 +226,18 @@ class GCSBackend(WholeObjects):
         headers = await self._auth()
         if not whole:
             headers["Range"] = f"bytes={start}-{end - 1}"
-        async with self._fetch.get(url, headers, uri=uri, errors=_ERRORS) as response:
-            if response.status >= 300:
-                raise _read_error(response.status, uri, pinned=bool(info.etag))
-            served = response.headers.get("X-Goog-Generation")
+
+        def accept(head: Head) -> None:
+            if head.status >= 300:
+                raise _read_error(head.status, uri, pinned=bool(info.etag))
+            served = head.headers.get("X-Goog-Generation")
             if info.etag and served and served != info.etag:
                 msg = f"generation {served} served, {info.etag} listed"
                 raise ObjectChangedError(msg, uri=uri)
             if not whole:
-                check_range(response, start, end, info.size, uri)
-            yield response.body(uri, None)
+                check_range(head, start, end, info.size, uri)
+
+        return DataGet(url, headers, uri, _ERRORS, accept), self._fetch
 
     async def aclose(self) -> None:
         """See `Backend.aclose`. Runs to the end even when the caller is cancelled."""

@@ -31,8 +31,8 @@ from ..errors import (
 )
 from ..models import ObjectInfo
 from ._aiohttp import AIOHTTP_ERRORS, new_session
-from ._common import WholeObjects, check_range, status_error
-from ._fetch import Fetcher
+from ._common import NETWORK_ERRORS, WholeObjects, check_range, status_error
+from ._fetch import DataGet, Fetcher
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 
     from ..config import StorageConfig
     from ..uri import ObjectURI
-    from ._base import RangeBody
+    from ._base import BlockingGet, RangeBody
+    from ._fetch import Head
 
 __all__ = ["HTTPBackend", "PlainHTTPBackend"]
 
@@ -219,6 +220,18 @@ class HTTPBackend(WholeObjects):
         self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
     ) -> AsyncIterator[RangeBody]:
         """See `Backend.open_range`."""
+        get = self._data_get(bucket, info, start, end, whole=whole)
+        async with self._get_fetcher().open(get) as body:
+            yield body
+
+    async def prepare_get(self, bucket: str, info: ObjectInfo) -> BlockingGet | None:
+        """See `Backend.prepare_get`."""
+        get = self._data_get(bucket, info, 0, info.size, whole=True)
+        return self._get_fetcher().blocking(get)
+
+    def _data_get(
+        self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
+    ) -> DataGet:
         where = (bucket, info.key)
         url = self._urls.get(where) or f"{self.scheme}://{bucket}/{info.key}"
         headers: dict[str, str] = {}
@@ -228,22 +241,22 @@ class HTTPBackend(WholeObjects):
             if validator:
                 # A changed file then answers 200 (the whole new file), not 206.
                 headers["If-Range"] = validator
-        fetch = self._get_fetcher()
-        async with fetch.get(
-            url, {**self._headers(url), **headers}, uri=url
-        ) as response:
-            if response.status >= 300:
-                raise status_error(response.status, url)
+
+        def accept(head: Head) -> None:
+            if head.status >= 300:
+                raise status_error(head.status, url)
             if whole:
-                if response.content_length not in (None, info.size):
-                    msg = f"expected {info.size} bytes, got {response.content_length}"
+                if head.content_length not in (None, info.size):
+                    msg = f"expected {info.size} bytes, got {head.content_length}"
                     raise ObjectChangedError(msg, uri=url)
-            elif response.status != 206:
+            elif head.status != 206:
                 msg = "the file changed (the server ignored If-Range)"
                 raise ObjectChangedError(msg, uri=url)
             else:
-                check_range(response, start, end, info.size, url)
-            yield response.body(url, None)
+                check_range(head, start, end, info.size, url)
+
+        headers = {**self._headers(url), **headers}
+        return DataGet(url, headers, url, NETWORK_ERRORS, accept)
 
     async def aclose(self) -> None:
         """See `Backend.aclose`. Runs to the end even when the caller is cancelled."""

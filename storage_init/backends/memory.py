@@ -195,6 +195,10 @@ class MemoryBackend:
         view = memoryview(stored.data)
         yield _Body(view if whole else view[start:end], stored.info if whole else None)
 
+    async def prepare_get(self, bucket: str, info: ObjectInfo) -> None:
+        """See `Backend.prepare_get`: memory is read on the event loop."""
+        del bucket, info
+
     async def aclose(self) -> None:
         """See `Backend.aclose`; the data stays."""
 

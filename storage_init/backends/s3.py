@@ -25,9 +25,9 @@ import anyio
 from ..config import ProxyConfig
 from ..errors import IntegrityError, ObjectNotFoundError, map_errors
 from ._common import check_range
-from ._fetch import Fetcher
+from ._fetch import DataGet, Fetcher
 from ._s3lean import LeanControl, lean_credentials
-from ._s3wire import MAX_ERROR_BODY, error_from_body, info_from_headers
+from ._s3wire import error_from_body, info_from_headers
 from ._sigv4 import object_url, sign_get
 
 if TYPE_CHECKING:
@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from ..errors import ErrorTable
     from ..models import ObjectInfo
     from ..uri import ObjectURI
-    from ._base import RangeBody
+    from ._base import BlockingGet, RangeBody
+    from ._fetch import Head
     from ._s3wire import S3Endpoint
     from ._sigv4 import Credentials
 
@@ -235,6 +236,18 @@ class S3Backend:
         self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
     ) -> AsyncIterator[RangeBody]:
         """See `Backend.open_range`."""
+        get, fetch = await self._data_get(bucket, info, start, end, whole=whole)
+        async with fetch.open(get) as body:
+            yield body
+
+    async def prepare_get(self, bucket: str, info: ObjectInfo) -> BlockingGet | None:
+        """See `Backend.prepare_get`."""
+        get, fetch = await self._data_get(bucket, info, 0, info.size, whole=True)
+        return fetch.blocking(get)
+
+    async def _data_get(
+        self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
+    ) -> tuple[DataGet, Fetcher]:
         control, fetch = await self._start()
         errors = control.errors
         uri = f"s3://{bucket}/{info.key}"
@@ -245,21 +258,20 @@ class S3Backend:
             headers["Range"] = f"bytes={start}-{end - 1}"
         with map_errors(errors, uri=uri):
             url = await self._signed_get(control, bucket, info.key, headers, whole)
-        async with fetch.get(url, headers, uri=uri, errors=errors) as response:
-            if response.status >= 300:
-                with map_errors(errors, uri=uri):
-                    body = await response.error_body(MAX_ERROR_BODY + 1)
-                raise error_from_body(response.status, body, uri=uri)
-            got: ObjectInfo | None = None
-            if whole:
-                size = response.content_length
-                if size != info.size:
-                    msg = f"expected {info.size} bytes, the response announces {size}"
-                    raise IntegrityError(msg, uri=uri)
-                got = info_from_headers(info.key, response.headers, size)
-            else:
-                check_range(response, start, end, info.size, uri)
-            yield response.body(uri, got)
+
+        def accept(head: Head) -> ObjectInfo | None:
+            if head.status >= 300:
+                raise error_from_body(head.status, head.error_body, uri=uri)
+            if not whole:
+                check_range(head, start, end, info.size, uri)
+                return None
+            size = head.content_length
+            if size != info.size:
+                msg = f"expected {info.size} bytes, the response announces {size}"
+                raise IntegrityError(msg, uri=uri)
+            return info_from_headers(info.key, head.headers, size)
+
+        return DataGet(url, headers, uri, errors, accept), fetch
 
     async def _signed_get(
         self,

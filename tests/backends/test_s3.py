@@ -20,6 +20,7 @@ from storage_init import (
     download,
 )
 from storage_init.backends.s3 import S3Backend
+from storage_init.manifest import MANIFEST_NAME
 from storage_init.models import MiB, TransferStats
 from tests.backends.conformance import BackendConformance
 from tests.conftest import S3Server, read_tree
@@ -200,8 +201,9 @@ class TestS3Download:
 
     async def test_cancellation_leaves_nothing(self, s3_server, seeder, tmp_path):
         """Cancelled after its first bytes land, a download leaves no file at all."""
+        # Both larger than a part: fetched by ranges, neither complete at the cancel.
         seeder.put("cancel/m/a.bin", os.urandom(24 * MiB), checksum="crc32c")
-        seeder.put("cancel/m/b.bin", os.urandom(3 * MiB))
+        seeder.put("cancel/m/b.bin", os.urandom(7 * MiB))
         with anyio.CancelScope() as scope:
 
             def cancel_on_first_bytes(stats: TransferStats) -> None:
@@ -216,6 +218,33 @@ class TestS3Download:
             )
         assert scope.cancelled_caught
         assert list(tmp_path.iterdir()) == []
+
+    async def test_cancelled_small_files_leave_only_whole_ones(
+        self, s3_server, seeder, tmp_path
+    ):
+        """Small files cancelled mid-run: finished ones stay whole, no temp is left."""
+        sources = {f"f{i:03d}.bin": os.urandom(64 * 1024) for i in range(300)}
+        for name, data in sources.items():
+            seeder.put(f"cancel-small/{name}", data, checksum="crc64nvme")
+        with anyio.CancelScope() as scope:
+
+            def cancel_on_first_file(stats: TransferStats) -> None:
+                if stats.files_done:
+                    scope.cancel()
+
+            await download(
+                f"s3://{s3_server.bucket}/cancel-small",
+                tmp_path,
+                config=_config(s3_server),
+                progress=cancel_on_first_file,
+            )
+        assert scope.cancelled_caught
+        left = {p.name for p in tmp_path.iterdir()} - {MANIFEST_NAME}
+        assert left, "the first finished file is kept"
+        assert len(left) < len(sources), "the cancellation stopped the rest"
+        assert left <= set(sources), f"temp files left: {left - set(sources)}"
+        for name in left:
+            assert (tmp_path / name).read_bytes() == sources[name]
 
     async def test_not_found(self, s3_server, tmp_path):
         """A missing prefix is ObjectNotFoundError; the destination stays empty."""

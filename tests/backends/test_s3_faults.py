@@ -145,3 +145,56 @@ async def test_cancelled_while_stalled_returns_at_once(
     assert faults.injected >= 1
     assert time.monotonic() - started < 5
     assert os.listdir(tmp_path) == []
+
+
+@pytest.fixture(scope="module")
+def small_files(s3_server: S3Server) -> tuple[str, dict[str, bytes]]:
+    """40 objects of 256 KiB with CRC64NVMEs: each one GET in the small-file lane."""
+    seeder = S3Seeder(s3_server)
+    files = {f"f{i:02d}.bin": os.urandom(256 * 1024) for i in range(40)}
+    for name, data in files.items():
+        seeder.put(f"faults-small/{name}", data, checksum="crc64nvme")
+    return f"s3://{s3_server.bucket}/faults-small", files
+
+
+# 100 kB into a connection: inside the first small body it carries.
+@pytest.mark.parametrize(
+    "faults",
+    [
+        pytest.param(Faults(reset_at=100_000, budget=3), id="reset-mid-body"),
+        pytest.param(Faults(truncate_at=100_000, budget=3), id="truncated-body"),
+        pytest.param(Faults(stall_at=100_000, budget=2), id="stalled-body"),
+    ],
+)
+async def test_small_files_recover(
+    s3_server, small_files, tmp_path, faults: Faults, caplog
+) -> None:
+    """A small file whose GET fails in the lane is retried; all arrive verified."""
+    uri, files = small_files
+    with fault_proxy(s3_server.endpoint, faults) as proxy:
+        report = await download(
+            uri, tmp_path, config=_config(proxy.endpoint, s3_server)
+        )
+    assert faults.injected >= 1
+    assert "retrying" in caplog.text
+    assert {
+        f.path: (f.verification, f.verified) for f in report.files
+    } == dict.fromkeys(files, ("crc64nvme", True))
+    for name, data in files.items():
+        assert (tmp_path / name).read_bytes() == data
+
+
+async def test_small_file_flipped_byte_fails(s3_server, small_files, tmp_path) -> None:
+    """A corrupted small body fails the run as IntegrityError; no partial file."""
+    uri, files = small_files
+    faults = Faults(flip_at=50_000, budget=1)
+    with (
+        fault_proxy(s3_server.endpoint, faults) as proxy,
+        pytest.raises(IntegrityError),
+    ):
+        await download(uri, tmp_path, config=_config(proxy.endpoint, s3_server))
+    assert faults.injected == 1
+    for path in tmp_path.iterdir():
+        assert path.name in files or path.name == ".storage-init-manifest.jsonl"
+        if path.name in files:
+            assert path.read_bytes() == files[path.name]

@@ -12,7 +12,8 @@ import pytest
 
 from storage_init import LocalIOError, StorageConfig, TransferConfig, download
 from storage_init.backends.memory import MemoryBackend
-from storage_init.models import MiB
+from storage_init.manifest import Manifest
+from storage_init.models import FileReport, MiB, ObjectInfo
 
 
 @contextlib.contextmanager
@@ -81,3 +82,27 @@ class TestFullDisk:
             )
         leftovers = [p.name for p in tiny_disk.rglob("*.partial")]
         assert leftovers == []
+
+
+class TestManifestOnFullDisk:
+    def test_close_warns_and_does_not_raise(
+        self, tiny_disk: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Manifest lines that cannot be written on close are a warning, not a failure.
+
+        (A full disk once failed the download from `Manifest.close`, after the
+        files themselves had failed cleanly.)
+        """
+        manifest = Manifest(tiny_disk, "memory://b/m")
+        with contextlib.suppress(OSError), (tiny_disk / "filler").open("wb") as f:
+            while True:
+                f.write(b"\0" * MiB)
+                f.flush()
+        report = FileReport(
+            path="x.bin", size=1, seconds=0.0, verification="md5", verified=True
+        )
+        for i in range(100):  # more than one buffer's worth of lines
+            info = ObjectInfo(key=f"m/x{i}.bin", size=1, etag=f"e{i}")
+            manifest.record(report, info, mtime_ns=1)
+        manifest.close()
+        assert "cannot update the manifest" in caplog.text

@@ -1,0 +1,168 @@
+"""The lane: worker threads that take items from one queue and report in batches."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import NoReturn
+
+import anyio
+import pytest
+
+from storage_init._lane import LINGER, Lane, Slot, StoppedError
+
+
+class _Get:
+    """A stand-in `BlockingGet` whose `send` blocks until aborted."""
+
+    def __init__(self) -> None:
+        self.aborted = threading.Event()
+
+    def send(self) -> NoReturn:
+        self.aborted.wait(10)
+        raise StoppedError
+
+    def abort(self) -> None:
+        self.aborted.set()
+
+    def close(self) -> None:
+        pass
+
+
+async def test_every_item_once_within_the_limit() -> None:
+    """Each item is worked once, finished once; no more workers than allowed."""
+    lock = threading.Lock()
+    busy = peak = 0
+    finished: list[tuple[int, int]] = []
+    batches = 0
+
+    def work(item: int, slot: Slot) -> int:
+        nonlocal busy, peak
+        with lock:
+            busy += 1
+            peak = max(peak, busy)
+        time.sleep(0.001)
+        with lock:
+            busy -= 1
+        return item * 2
+
+    def finish(batch: list[tuple[int, int]]) -> None:
+        nonlocal batches
+        batches += 1
+        finished.extend(batch)
+
+    async with anyio.create_task_group() as tg:
+        lane = Lane(tg, anyio.CapacityLimiter(3), 3, work, finish)
+        for i in range(200):
+            lane.submit(i)
+            if i % 50 == 0:
+                await anyio.sleep(0)
+        while len(finished) < 200:
+            await anyio.sleep(0.01)
+        lane.close()
+    assert sorted(finished) == [(i, 2 * i) for i in range(200)]
+    assert 1 <= peak <= 3
+    assert batches < 200, "results come back in batches"
+
+
+async def test_items_after_a_pause_still_run() -> None:
+    """Workers leave when idle for `LINGER`; a later item starts a new one."""
+    finished: list[int] = []
+    async with anyio.create_task_group() as tg:
+        lane: Lane[int, int] = Lane(
+            tg,
+            anyio.CapacityLimiter(2),
+            2,
+            lambda i, s: i,
+            lambda b: finished.extend(r for _, r in b),
+        )
+        lane.submit(1)
+        await anyio.sleep(LINGER * 5)
+        lane.submit(2)
+        with anyio.fail_after(5):
+            while len(finished) < 2:
+                await anyio.sleep(0.01)
+        lane.close()
+    assert sorted(finished) == [1, 2]
+
+
+async def test_limiter_tokens_are_held_while_working() -> None:
+    """A worker holds a token of the shared limiter: others wait for it."""
+    limiter = anyio.CapacityLimiter(1)
+    release = threading.Event()
+    finished: list[int] = []
+
+    def work(item: int, slot: Slot) -> int:
+        release.wait(5)
+        return item
+
+    async with anyio.create_task_group() as tg:
+        lane = Lane(tg, limiter, 4, work, lambda b: finished.extend(r for _, r in b))
+        lane.submit(1)
+        with anyio.fail_after(5):
+            while limiter.borrowed_tokens == 0:
+                await anyio.sleep(0.01)
+        assert limiter.borrowed_tokens == 1
+        release.set()
+        with anyio.fail_after(5):
+            while not finished:
+                await anyio.sleep(0.01)
+        lane.close()
+    assert limiter.borrowed_tokens == 0
+
+
+async def test_an_error_in_work_fails_the_group() -> None:
+    """An exception raised by `work` fails the task group the lane runs in."""
+
+    def work(item: int, slot: Slot) -> int:
+        raise OSError(28, "No space left on device")
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tg:
+            lane = Lane(tg, anyio.CapacityLimiter(2), 2, work, lambda b: None)
+            lane.submit(1)
+            await anyio.sleep(5)  # cancelled by the failure
+
+    with pytest.raises(BaseExceptionGroup) as caught:
+        await run()
+    assert caught.group_contains(OSError)
+
+
+async def test_cancel_aborts_requests_and_skips_the_queue() -> None:
+    """Cancelled: a blocked request is aborted at once; queued items never start."""
+    started: list[int] = []
+    gets: list[_Get] = []
+
+    def work(item: int, slot: Slot) -> int:
+        started.append(item)
+        get = _Get()
+        gets.append(get)
+        slot.start(get)
+        try:
+            get.send()  # raises once aborted
+        finally:
+            slot.finish()
+
+    begun = time.monotonic()
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            lane = Lane(tg, anyio.CapacityLimiter(2), 2, work, lambda b: None)
+            for i in range(10):
+                lane.submit(i)
+            with anyio.fail_after(5):
+                while len(started) < 2:
+                    await anyio.sleep(0.01)
+            scope.cancel()
+    assert scope.cancelled_caught
+    assert time.monotonic() - begun < 5, "the blocked requests were aborted"
+    assert len(started) == 2, "queued items were not started"
+    assert all(get.aborted.is_set() for get in gets)
+
+
+def test_slot_refuses_a_request_after_abort() -> None:
+    """An abort that comes before `start` stops the request from being sent."""
+    slot = Slot()
+    slot.abort()
+    get = _Get()
+    with pytest.raises(StoppedError):
+        slot.start(get)
