@@ -240,23 +240,26 @@ class _Connection:
             TimeoutError: nothing arrived within the timeout.
             OSError: the connection broke.
         """
-        if self._early:
-            early, self._early = self._early, b""
-            self.done = self._remaining == 0
-            return memoryview(early)
-        if self.done:
+        early, self._early = self._early, b""
+        if self.done and not early:
             return self._view[:0]
         want = size if size > 0 else len(self._buf)
         if want > len(self._buf):
             # The reader's chunk size rules: the buffer grows to it, once.
             self._buf = bytearray(want)
             self._view = memoryview(self._buf)
-        if self._chunked is not None:
+        if self._chunked is not None:  # (its early bytes went to the decoder)
             return self._read_chunked(self._view[:want])
         if self._remaining is not None:
-            want = min(want, self._remaining)
+            want = min(want, len(early) + self._remaining)
+        got = len(early)
+        if got >= want:
+            self.done = self._remaining == 0
+            return memoryview(early)
+        # The bytes that came with the head start the chunk: a small body is then
+        # one receive and one write, not two of each.
         view = self._view[:want]
-        got = 0
+        view[:got] = early
         while got < want:
             n = self._recv(view[got:], fill=True)
             if not n:
@@ -265,7 +268,7 @@ class _Connection:
         if self._remaining is None:
             self.done = got < want  # the connection ended: so did the body
         else:
-            self._remaining -= got
+            self._remaining -= got - len(early)
             if got < want:
                 self.reusable = False
                 msg = "the server closed the connection mid-response"

@@ -325,10 +325,31 @@ async def test_buffer_grows_to_the_readers_chunk() -> None:
         finally:
             pool.release(response)
             await pool.aclose()
-        # The bytes that came with the head first, then whole chunks.
-        assert sum(sizes) == len(body)
-        assert sizes[1:-1] == [1 << 20] * (len(sizes) - 2)
-        assert len(sizes) <= 4
+        # Whole chunks, the first one starting with the bytes that came with the head.
+        assert sizes == [1 << 20] * 3
+
+
+async def test_body_that_came_with_the_head_starts_one_chunk() -> None:
+    """A small body split after its first bytes comes back in one read."""
+    body = os.urandom(100_000)
+    response_bytes = _ok(body)
+    split = len(response_bytes) - len(body) + 1000  # the head and 1000 body bytes
+    async with scripted(
+        lambda req, n: [response_bytes[:split], response_bytes[split:]]
+    ) as url:
+        pool = WirePool(buffer_size=256 << 10)
+        try:
+            response = await pool.request(url, {})
+            first = bytes(await response.read(256 << 10))
+            rest = await response.read(256 << 10)
+            pool.release(response)
+            assert first == body
+            assert len(rest) == 0
+            # Read to its end: the connection is kept for the next request.
+            assert await _body(pool, url) == body
+            assert sum(len(c) for c in pool._idle.values()) == 1
+        finally:
+            await pool.aclose()
 
 
 def test_chunk_decoder_output_full_then_resumes() -> None:
