@@ -413,7 +413,7 @@ class Engine:
         self, pair: Pair, rel: str, info: ObjectInfo, manifest: Manifest
     ) -> FileReport | None:
         """Return a report for `rel` if the manifest shows it is already in place."""
-        if not self._cfg.skip_unchanged or rel.endswith("/"):
+        if not (self._cfg.skip_unchanged and manifest.has_entries) or rel.endswith("/"):
             return None
         path = safe_relative(rel, uri=pair.uri.child(info.key))
         strict = self._cfg.verify is VerifyMode.STRICT

@@ -124,6 +124,11 @@ class Manifest:
             else:
                 self._others.append(entry)
 
+    @property
+    def has_entries(self) -> bool:
+        """Whether an earlier run of this source left entries (else nothing to skip)."""
+        return bool(self._entries)
+
     def unchanged(
         self, rel: str, info: ObjectInfo, local: Path, *, strict: bool
     ) -> Entry | None:
