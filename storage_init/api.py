@@ -44,7 +44,8 @@ async def download(
         src: a URI such as ``s3://bucket/models/llama``.
         dest: the destination directory; created if missing.
         config: transfer knobs and backend options; defaults apply when None.
-        progress: called after each write with a `TransferStats` snapshot.
+        progress: called with a `TransferStats` snapshot as bytes land (large
+            files) and as files finish (small ones, which land whole).
         backends: backend instances to use by scheme, instead of building them from
             `config`; the caller keeps ownership and closes them.
 

@@ -2,13 +2,19 @@
 
 Shape of one run, for any number of source/destination pairs::
 
-    listers ──▶ file tasks (at most 2 * max_concurrency open) ──▶ range fetchers
-    range fetcher: GET ──▶ worker thread: receive a chunk ──▶ pwrite at offset + CRC
-                                          (+ part MD5s of a multipart ETag)
-    file hasher (thread, for a whole-file MD5/SHA-256): reads written ranges in order
+    listers ─┬▶ file tasks (at most 2 * max_concurrency open) ──▶ range fetchers
+             │  range fetcher: GET ──▶ worker thread: receive a chunk ──▶ pwrite + CRC
+             │                                        (+ part MD5s of a multipart ETag)
+             │  file hasher (a thread, whole-file MD5/SHA-256): reads ranges in order
+             └▶ small files (one range, no HEAD): signed here ──▶ the lane: a worker
+                thread sends the GET, writes, checksums, verifies and renames the file
 
 - One `CapacityLimiter(max_concurrency)` caps requests in flight for all files and
-  pairs. Listing streams page by page; files start while listing goes on.
+  pairs (a lane worker holds one token). Listing streams page by page; files start
+  while listing goes on.
+- Small files go down the lane (`_lane.Lane`): per file the event loop only signs
+  the request and records the result; a retryable failure sends the file the
+  per-file way, whose retries and backoff handle it.
 - Each request's body is received, written and checksummed by one worker thread
   (`_pump_blocking`), chunk by chunk, on the same core while the bytes are in its
   cache; the event loop only plans, signs, retries and verifies. Two designs were
@@ -105,7 +111,7 @@ INLINE_HASH_LIMIT = 1024 * 1024
 LANE_WINDOW = 256
 
 
-async def _take(semaphore: anyio.Semaphore) -> None:
+async def _acquire(semaphore: anyio.Semaphore) -> None:
     """Acquire `semaphore`; a free token is taken without a trip round the loop.
 
     Per listed file, that trip cost more than the rest of listing it.
@@ -191,9 +197,13 @@ class _Small:
     """A file in the lane: its request, prepared on the event loop."""
 
     file: _File
-    final: Path
+    path: Path  # relative to the destination
     get: BlockingGet
     started: float
+
+    @property
+    def final(self) -> Path:
+        return self.file.pair.dest / self.path
 
 
 @dataclass(slots=True)
@@ -231,7 +241,8 @@ class Engine:
 
     Args:
         config: engine knobs, verification mode and selection patterns.
-        progress: called after every write and finished file.
+        progress: called as bytes land (ranges of large files) and as files
+            finish (small files, which land whole).
     """
 
     def __init__(
@@ -329,13 +340,13 @@ class Engine:
                         continue
                     file = _File(pair, rel, info, files, manifest, tg, in_lane)
                     if lane_ok and self._for_lane(info, rel):
-                        await _take(self._lane_window)
+                        await _acquire(self._lane_window)
                         lane_ok = await self._submit_small(file)
                         if lane_ok:
                             continue
                         self._lane_window.release()
                     # Bound open files (and tasks) while the listing streams on.
-                    await _take(self._files)
+                    await _acquire(self._files)
                     tg.start_soon(self._run_file, *file.args)
                 # Within the task group: a file the lane hands back starts in it.
                 await in_lane.wait()
@@ -446,8 +457,7 @@ class Engine:
             ConfigError: the key is not a safe relative path.
         """
         pair = file.pair
-        uri = pair.uri.child(file.info.key)
-        final = pair.dest.joinpath(safe_relative(file.rel, uri=uri))
+        path = safe_relative(file.rel, uri=pair.uri.child(file.info.key))
         try:
             get = await pair.backend.prepare_get(pair.uri.bucket, file.info)
         except TransferError as exc:
@@ -460,7 +470,7 @@ class Engine:
         if get is None:
             return False
         file.in_lane.add()
-        self._lane.submit(_Small(file, final, get, time.monotonic()))
+        self._lane.submit(_Small(file, path, get, time.monotonic()))
         return True
 
     def _fetch_small(self, small: _Small, slot: Slot) -> _SmallResult:
@@ -512,7 +522,7 @@ class Engine:
                 temp.discard()
         log.debug("verified %s (%s)", small.file.rel, check.label)
         report = FileReport(
-            path=str(final.relative_to(small.file.pair.dest)),
+            path=str(small.path),
             size=info.size,
             seconds=time.monotonic() - small.started,
             verification=check.label,

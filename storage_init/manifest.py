@@ -105,6 +105,7 @@ class Manifest:
         self._current: dict[str, Entry] = {}
         self._out: TextIO | None = None
         self._flushed = 0.0
+        self._closed = False
 
     def load(self) -> None:
         """Read earlier entries; a missing or corrupt manifest counts as empty."""
@@ -166,7 +167,8 @@ class Manifest:
         manifest is closed or compacted): a run killed in between downloads the
         last few files again on its rerun, which is all a lost line costs.
         """
-        if not info.etag:
+        if not info.etag or self._closed:
+            # Closed: the run failed meanwhile; the file stays, its line is lost.
             return
         try:
             entry = Entry(
@@ -203,6 +205,7 @@ class Manifest:
         Lines still buffered are written now; if they cannot be (a full disk), a
         warning says so and the download goes on, as in `record`.
         """
+        self._closed = True
         out, self._out = self._out, None
         if out is None:
             return

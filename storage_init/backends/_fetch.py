@@ -51,7 +51,7 @@ class DataGet:
 
     Attributes:
         url: the URL, already encoded and signed (or headers carry the auth).
-        uri: the object's URI, for errors (never the signed URL).
+        uri: the object's URI, for errors (their messages drop its query string).
         errors: how the client's exceptions map onto `storage_init.errors`.
         accept: checks the head and returns what it says of the object (or None
             when nothing new); raises a `TransferError` for a status of 300 or

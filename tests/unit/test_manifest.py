@@ -13,8 +13,8 @@ from storage_init import (
     download,
 )
 from storage_init.backends.memory import MemoryBackend
-from storage_init.manifest import MANIFEST_NAME
-from storage_init.models import MiB
+from storage_init.manifest import MANIFEST_NAME, Manifest
+from storage_init.models import FileReport, MiB, ObjectInfo
 
 
 def _store() -> MemoryBackend:
@@ -116,3 +116,22 @@ class TestRerun:
         (tmp_path / MANIFEST_NAME).write_text('{"path": 1}\nnot json\n\xff\n')
         report = await _get(store, tmp_path)
         assert not any(m.startswith("unchanged") for m in _methods(report).values())
+
+
+def test_record_after_close_writes_nothing(tmp_path: Path) -> None:
+    """A file finished after its run failed (the manifest closed) adds no line.
+
+    The small-file lane can finish a file while the failure is on its way; the
+    line would reopen a manifest no one closes again.
+    """
+    manifest = Manifest(tmp_path, "memory://b/m")
+    report = FileReport(
+        path="x.bin", size=1, seconds=0.0, verification="md5", verified=True
+    )
+    manifest.record(report, ObjectInfo(key="m/x.bin", size=1, etag="e1"), 1)
+    manifest.close()
+    before = (tmp_path / MANIFEST_NAME).read_text()
+    manifest.record(report, ObjectInfo(key="m/y.bin", size=1, etag="e2"), 1)
+    manifest.close()
+    assert (tmp_path / MANIFEST_NAME).read_text() == before
+    assert before.count("\n") == 1
