@@ -85,7 +85,7 @@ from .writer import TempFile
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
-    from pathlib import Path
+    from pathlib import Path, PurePosixPath
 
     from anyio.abc import TaskGroup
 
@@ -197,7 +197,7 @@ class _Small:
     """A file in the lane: its request, prepared on the event loop."""
 
     file: _File
-    path: Path  # relative to the destination
+    path: PurePosixPath  # relative to the destination
     get: BlockingGet
     started: float
 
