@@ -76,6 +76,7 @@ class FaultProxy:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._sockets: set[socket.socket] = set()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -93,7 +94,10 @@ class FaultProxy:
         self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         for writer in self._writers:
             writer.transport.abort()
-        self._loop.run_until_complete(asyncio.sleep(0))
+        for _ in range(3):  # the transports' close callbacks
+            self._loop.run_until_complete(asyncio.sleep(0))
+        for sock in self._sockets:
+            sock.close()  # a no-op for those their transports closed
 
     async def _upload(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -190,9 +194,17 @@ class FaultProxy:
                 await writer.drain()
             writer.close()
             return
+        # The upstream socket is ours from the start: a handler cancelled while it
+        # connects would otherwise leave it to the garbage collector (a
+        # ResourceWarning that failed an unrelated test, once in CI).
+        upstream = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        upstream.setblocking(False)
+        self._sockets.add(upstream)
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+            await asyncio.get_running_loop().sock_connect(upstream, self._upstream)
+            up_reader, up_writer = await asyncio.open_connection(sock=upstream)
         except OSError:
+            upstream.close()
             writer.close()
             return
         self._writers.add(up_writer)
