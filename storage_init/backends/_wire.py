@@ -486,6 +486,7 @@ class WirePool:
         self._idle: defaultdict[_Key, list[_Connection]] = defaultdict(list)
         self._lock = threading.Lock()
         self._tls: ssl.SSLContext | None = None
+        self._closed = False
 
     def _tls_context(self) -> ssl.SSLContext:
         with self._lock:
@@ -604,14 +605,16 @@ class WirePool:
         connection = response._connection
         with self._lock:
             idle = self._idle[response._key]
-            if connection.done and connection.reusable and len(idle) < self._max_idle:
+            keep = connection.done and connection.reusable and not self._closed
+            if keep and len(idle) < self._max_idle:
                 idle.append(connection)
                 return
         connection.close()
 
     async def aclose(self) -> None:
-        """Close every idle connection."""
+        """Close every idle connection; those released later are closed then."""
         with self._lock:
+            self._closed = True
             idle = [c for conns in self._idle.values() for c in conns]
             self._idle.clear()
         for connection in idle:

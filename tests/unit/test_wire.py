@@ -372,3 +372,16 @@ def test_chunk_decoder_rejects_bad_framing(bad: bytes) -> None:
     decoder.feed(bad)
     with pytest.raises(WireError):
         decoder.decode_into(memoryview(bytearray(64)))
+
+
+async def test_release_after_close_closes_the_connection() -> None:
+    """A response released after the pool closed is not kept (nor leaked)."""
+    body = os.urandom(1000)
+    async with scripted(lambda req, n: [_ok(body)]) as url:
+        pool = WirePool()
+        response = await pool.request(url, {})
+        assert bytes(await response.read(4096)) == body
+        await pool.aclose()
+        pool.release(response)
+        assert not any(pool._idle.values())
+        assert response._connection._sock.fileno() == -1
