@@ -109,7 +109,7 @@ class Lane(Generic[T, R]):
         self._work = work
         self._finish = finish
         self._loop = asyncio.get_running_loop()
-        self._lock = threading.Condition(threading.Lock())
+        self._cond = threading.Condition(threading.Lock())
         self._queue: deque[T] = deque()
         self._running = 0
         self._done: list[tuple[T, R]] = []
@@ -120,9 +120,9 @@ class Lane(Generic[T, R]):
 
     def submit(self, item: T) -> None:
         """Queue `item` (from the event loop); a worker takes it when one is free."""
-        with self._lock:
+        with self._cond:
             self._queue.append(item)
-            self._lock.notify()
+            self._cond.notify()
             spawn = self._running < self._max_workers
             if spawn:
                 self._running += 1
@@ -131,9 +131,9 @@ class Lane(Generic[T, R]):
 
     def close(self) -> None:
         """No more items: the collecting task returns once it has finished them all."""
-        with self._lock:
+        with self._cond:
             self._closed = True
-            self._lock.notify_all()
+            self._cond.notify_all()
         self._wake.set()
 
     async def _worker(self) -> None:
@@ -146,33 +146,33 @@ class Lane(Generic[T, R]):
             # Cancelled before its thread ran: `_take` did not count it out.
             # (Once started, the thread is waited for, so this is not a race.)
             if not slot.exited:
-                with self._lock:
+                with self._cond:
                     self._running -= 1
 
     def _abort(self, slot: Slot) -> None:
         slot.abort()
-        with self._lock:
-            self._lock.notify_all()  # a lingering worker leaves at once
+        with self._cond:
+            self._cond.notify_all()  # a lingering worker leaves at once
 
     def _take(self, slot: Slot) -> None:
         """A worker thread: run items until the queue is empty."""
         try:
             while True:
-                with self._lock:
+                with self._cond:
                     if not (self._queue or self._closed or slot.stopped):
-                        self._lock.wait(LINGER)
+                        self._cond.wait(LINGER)
                     if not self._queue or slot.stopped:
                         return
                     item = self._queue.popleft()
                 result = self._work(item, slot)
-                with self._lock:
+                with self._cond:
                     self._done.append((item, result))
                     wake = not self._wake_pending
                     self._wake_pending = True
                 if wake:
                     self._loop.call_soon_threadsafe(self._set_wake)
         finally:
-            with self._lock:
+            with self._cond:
                 self._running -= 1
                 slot.exited = True
 
@@ -183,7 +183,7 @@ class Lane(Generic[T, R]):
         while True:
             await self._wake.wait()
             self._wake = anyio.Event()
-            with self._lock:
+            with self._cond:
                 batch, self._done = self._done, []
                 self._wake_pending = False
             if batch:
