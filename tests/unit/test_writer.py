@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from storage_init.errors import LocalIOError
-from storage_init.writer import PARTIAL_SUFFIX, TempFile
+from storage_init.writer import PARTIAL_SUFFIX, WRITE_PIECE, TempFile
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -88,3 +88,31 @@ def test_concurrent_writes_from_threads(tmp_path: Path) -> None:
         thread.join()
     temp.commit()
     assert (tmp_path / "f.bin").read_bytes() == data
+
+
+def test_large_buffers_are_written_in_pieces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Buffers of any size land whole and in order, one pwrite per piece at most."""
+    sizes: list[int] = []
+    real_pwrite = os.pwrite
+
+    def pwrite(fd: int, data: memoryview, offset: int) -> int:
+        sizes.append(len(data))
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)  # looked up on each call
+    first = os.urandom(3 * WRITE_PIECE + 123)
+    second = os.urandom(WRITE_PIECE // 2)
+    head = os.urandom(1000)
+    final = tmp_path / "f.bin"
+    temp = TempFile(final, len(head) + len(first) + len(second))
+    assert temp.write(len(head), [first, memoryview(second)]) == len(first) + len(
+        second
+    )
+    temp.write(0, [head])
+    temp.commit()
+    assert final.read_bytes() == head + first + second
+    assert max(sizes) == WRITE_PIECE
+    assert sum(sizes) == len(head) + len(first) + len(second)
+    assert len(sizes) == 4 + 1 + 1
