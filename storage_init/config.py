@@ -107,8 +107,8 @@ class TransferConfig:
 
     Attributes:
         part_size: range size in bytes for large objects. Env STORAGE_INIT_PART_SIZE.
-        chunk_size: bytes gathered from the network before one positional write.
-            Env STORAGE_INIT_CHUNK_SIZE.
+        chunk_size: bytes received from the network per step (then written in
+            `writer.WRITE_PIECE` pieces). Env STORAGE_INIT_CHUNK_SIZE.
         max_concurrency: requests in flight, all files and pairs together. Env
             STORAGE_INIT_CONCURRENCY.
         io_concurrency: threads for MD5/SHA-256 hashing and file creation.

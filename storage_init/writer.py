@@ -35,6 +35,22 @@ PARTIAL_SUFFIX = ".partial"
 WRITE_PIECE = 32 * 1024
 
 
+def _write_pieces(fd: int, view: memoryview, offset: int) -> int:
+    """Write all of `view` at `offset`, `WRITE_PIECE` bytes per pwrite at most.
+
+    Raises:
+        OSError: a write failed.
+    """
+    size = len(view)
+    done = 0
+    while done < size:
+        wrote = os.pwrite(fd, view[done : done + WRITE_PIECE], offset + done)
+        if not wrote:  # never on a local file; but never a loop forever
+            raise OSError(errno.EIO, "the file took no bytes")
+        done += wrote
+    return size
+
+
 def local_error(exc: OSError, path: Path | str) -> LocalIOError:
     """Translate an OSError on a local path into a `LocalIOError`, clearly worded."""
     reasons = {
@@ -147,16 +163,7 @@ class TempFile:
         total = 0
         try:
             for buf in buffers:
-                view = memoryview(buf)
-                size = len(view)
-                done = 0
-                while done < size:
-                    piece = view[done : done + WRITE_PIECE]
-                    wrote = os.pwrite(fd, piece, offset + total + done)
-                    if not wrote:  # never on a local file; not a loop forever
-                        raise OSError(errno.EIO, "the file took no bytes")
-                    done += wrote
-                total += size
+                total += _write_pieces(fd, memoryview(buf), offset + total)
         except OSError as exc:
             raise local_error(exc, self.final) from exc
         return total
