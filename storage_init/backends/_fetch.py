@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ..models import ObjectInfo
     from ._base import BlockingBody, BlockingGet, RangeBody
 
-__all__ = ["ERROR_BODY_LIMIT", "DataGet", "Fetched", "Fetcher", "Head"]
+__all__ = ["ERROR_BODY_LIMIT", "DataGet", "Fetched", "FetchedRanges", "Fetcher", "Head"]
 
 #: Bytes of an error response's body kept for its message (S3's XML error, say).
 ERROR_BODY_LIMIT = 64 * 1024 + 1
@@ -238,6 +238,34 @@ class Fetcher:
     async def aclose(self) -> None:
         """Close the idle direct connections (the session is the backend's)."""
         await self._wire.aclose()
+
+
+class FetchedRanges:
+    """`open_range` and `prepare_get` for the backends whose GETs use a `Fetcher`.
+
+    A backend builds each GET in `_data_get`; the event loop's path sends it with
+    `Fetcher.open`, the small-file lane with `Fetcher.blocking`.
+    """
+
+    async def _data_get(
+        self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
+    ) -> tuple[DataGet, Fetcher]:
+        """The GET of bytes ``[start, end)`` (the whole object with `whole`)."""
+        raise NotImplementedError
+
+    @asynccontextmanager
+    async def open_range(
+        self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
+    ) -> AsyncIterator[RangeBody]:
+        """See `Backend.open_range`."""
+        get, fetch = await self._data_get(bucket, info, start, end, whole=whole)
+        async with fetch.open(get) as body:
+            yield body
+
+    async def prepare_get(self, bucket: str, info: ObjectInfo) -> BlockingGet | None:
+        """See `Backend.prepare_get`."""
+        get, fetch = await self._data_get(bucket, info, 0, info.size, whole=True)
+        return fetch.blocking(get)
 
 
 class _BlockingGet:

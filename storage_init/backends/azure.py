@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Self
@@ -58,7 +58,7 @@ from ._common import (
     simple_error,
     status_error,
 )
-from ._fetch import DataGet, Fetcher
+from ._fetch import DataGet, FetchedRanges, Fetcher
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -68,7 +68,6 @@ if TYPE_CHECKING:
 
     from ..config import AzureOptions, ProxyConfig, StorageConfig
     from ..uri import ObjectURI
-    from ._base import BlockingGet, RangeBody
     from ._fetch import Head
 
 __all__ = ["AzureBackend"]
@@ -169,7 +168,7 @@ def _info(blob: BlobProperties) -> ObjectInfo:
     )
 
 
-class AzureBackend(WholeObjects):
+class AzureBackend(WholeObjects, FetchedRanges):
     """The Azure Blob backend for one account and credential.
 
     Args:
@@ -380,20 +379,6 @@ class AzureBackend(WholeObjects):
             token, expires = fresh.token, float(fresh.expires_on)
             self._token = (token, expires)
         return token
-
-    @asynccontextmanager
-    async def open_range(
-        self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
-    ) -> AsyncIterator[RangeBody]:
-        """See `Backend.open_range`."""
-        get, fetch = await self._data_get(bucket, info, start, end, whole=whole)
-        async with fetch.open(get) as body:
-            yield body
-
-    async def prepare_get(self, bucket: str, info: ObjectInfo) -> BlockingGet | None:
-        """See `Backend.prepare_get`."""
-        get, fetch = await self._data_get(bucket, info, 0, info.size, whole=True)
-        return fetch.blocking(get)
 
     async def _data_get(
         self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote
@@ -34,14 +34,13 @@ from ..errors import (
 from ..models import ObjectInfo
 from ._aiohttp import AIOHTTP_ERRORS, new_session
 from ._common import WholeObjects, check_range, status_error
-from ._fetch import DataGet, Fetcher
+from ._fetch import DataGet, FetchedRanges, Fetcher
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
     from ..config import GCSOptions, ProxyConfig, StorageConfig
     from ..uri import ObjectURI
-    from ._base import BlockingGet, RangeBody
     from ._fetch import Head
 
 __all__ = ["GCSBackend"]
@@ -88,7 +87,7 @@ def _info(item: Mapping[str, Any]) -> ObjectInfo:
     )
 
 
-class GCSBackend(WholeObjects):
+class GCSBackend(WholeObjects, FetchedRanges):
     """The GCS backend: one gcloud-aio Storage client and one aiohttp session.
 
     Args:
@@ -196,20 +195,6 @@ class GCSBackend(WholeObjects):
             if not token:
                 return
             params = {**params, "pageToken": token}
-
-    @asynccontextmanager
-    async def open_range(
-        self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
-    ) -> AsyncIterator[RangeBody]:
-        """See `Backend.open_range`."""
-        get, fetch = await self._data_get(bucket, info, start, end, whole=whole)
-        async with fetch.open(get) as body:
-            yield body
-
-    async def prepare_get(self, bucket: str, info: ObjectInfo) -> BlockingGet | None:
-        """See `Backend.prepare_get`."""
-        get, fetch = await self._data_get(bucket, info, 0, info.size, whole=True)
-        return fetch.blocking(get)
 
     async def _data_get(
         self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool

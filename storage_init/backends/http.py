@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Self
 
@@ -32,7 +32,7 @@ from ..errors import (
 from ..models import ObjectInfo
 from ._aiohttp import AIOHTTP_ERRORS, new_session
 from ._common import NETWORK_ERRORS, WholeObjects, check_range, status_error
-from ._fetch import DataGet, Fetcher
+from ._fetch import DataGet, FetchedRanges, Fetcher
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
     from ..config import StorageConfig
     from ..uri import ObjectURI
-    from ._base import BlockingGet, RangeBody
     from ._fetch import Head
 
 __all__ = ["HTTPBackend", "PlainHTTPBackend"]
@@ -76,7 +75,7 @@ def _strong_etag(headers: Mapping[str, str]) -> str | None:
     return etag.strip('"')
 
 
-class HTTPBackend(WholeObjects):
+class HTTPBackend(WholeObjects, FetchedRanges):
     """Single files over https (`PlainHTTPBackend`: http).
 
     Args:
@@ -215,23 +214,9 @@ class HTTPBackend(WholeObjects):
         raise ObjectNotFoundError(msg, uri=f"{self.scheme}://{bucket}/{prefix}")
         yield  # type: ignore[unreachable]  # makes this an async generator
 
-    @asynccontextmanager
-    async def open_range(
+    async def _data_get(
         self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
-    ) -> AsyncIterator[RangeBody]:
-        """See `Backend.open_range`."""
-        get = self._data_get(bucket, info, start, end, whole=whole)
-        async with self._get_fetcher().open(get) as body:
-            yield body
-
-    async def prepare_get(self, bucket: str, info: ObjectInfo) -> BlockingGet | None:
-        """See `Backend.prepare_get`."""
-        get = self._data_get(bucket, info, 0, info.size, whole=True)
-        return self._get_fetcher().blocking(get)
-
-    def _data_get(
-        self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
-    ) -> DataGet:
+    ) -> tuple[DataGet, Fetcher]:
         where = (bucket, info.key)
         url = self._urls.get(where) or f"{self.scheme}://{bucket}/{info.key}"
         headers: dict[str, str] = {}
@@ -256,7 +241,8 @@ class HTTPBackend(WholeObjects):
                 check_range(head, start, end, info.size, url)
 
         headers = {**self._headers(url), **headers}
-        return DataGet(url, headers, url, NETWORK_ERRORS, accept)
+        get = DataGet(url, headers, url, NETWORK_ERRORS, accept)
+        return get, self._get_fetcher()
 
     async def aclose(self) -> None:
         """See `Backend.aclose`. Runs to the end even when the caller is cancelled."""

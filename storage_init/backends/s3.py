@@ -17,7 +17,7 @@ get their stored CRCs without a HEAD.
 from __future__ import annotations
 
 import logging
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Protocol, Self
 
 import anyio
@@ -25,7 +25,7 @@ import anyio
 from ..config import ProxyConfig
 from ..errors import IntegrityError, ObjectNotFoundError, map_errors
 from ._common import check_range
-from ._fetch import DataGet, Fetcher
+from ._fetch import DataGet, FetchedRanges, Fetcher
 from ._s3lean import LeanControl, lean_credentials
 from ._s3wire import error_from_body, info_from_headers
 from ._sigv4 import object_url, sign_get
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from ..errors import ErrorTable
     from ..models import ObjectInfo
     from ..uri import ObjectURI
-    from ._base import BlockingGet, RangeBody
     from ._fetch import Head
     from ._s3wire import S3Endpoint
     from ._sigv4 import Credentials
@@ -66,7 +65,7 @@ class _Control(Protocol):
     ) -> AsyncIterator[list[ObjectInfo]]: ...
 
 
-class S3Backend:
+class S3Backend(FetchedRanges):
     """The S3 backend: a control plane and a data client, shared by all requests.
 
     Args:
@@ -230,20 +229,6 @@ class S3Backend:
             msg = f"the {count} parts add up to {sum(sizes)} bytes, not {info.size}"
             raise IntegrityError(msg, uri=f"s3://{bucket}/{key}")
         return sizes
-
-    @asynccontextmanager
-    async def open_range(
-        self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
-    ) -> AsyncIterator[RangeBody]:
-        """See `Backend.open_range`."""
-        get, fetch = await self._data_get(bucket, info, start, end, whole=whole)
-        async with fetch.open(get) as body:
-            yield body
-
-    async def prepare_get(self, bucket: str, info: ObjectInfo) -> BlockingGet | None:
-        """See `Backend.prepare_get`."""
-        get, fetch = await self._data_get(bucket, info, 0, info.size, whole=True)
-        return fetch.blocking(get)
 
     async def _data_get(
         self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
