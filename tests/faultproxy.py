@@ -14,7 +14,7 @@ import re
 import socket
 import struct
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 _RANGE = re.compile(rb"\r\n[Rr]ange: bytes=(\d+)-(\d*)")
@@ -77,6 +77,7 @@ class FaultProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._sockets: set[socket.socket] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -88,12 +89,13 @@ class FaultProxy:
         self._loop.run_forever()
         # Connections still open when the test ends are closed before the loop is,
         # so that no transport is left for the garbage collector to complain about.
+        self._loop.run_until_complete(self._settle())
+        for writer in self._writers:
+            writer.transport.abort()
         tasks = asyncio.all_tasks(self._loop)
         for task in tasks:
             task.cancel()
         self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        for writer in self._writers:
-            writer.transport.abort()
         for _ in range(3):  # the transports' close callbacks
             self._loop.run_until_complete(asyncio.sleep(0))
         for sock in self._sockets:
@@ -163,11 +165,25 @@ class FaultProxy:
 
     def _accept(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> Coroutine[None, None, None]:
+    ) -> None:
         # Called synchronously as the connection is made, so that a connection
         # whose handler task never got to run is still closed at the end.
         self._writers.add(writer)
-        return self._handle(reader, writer)
+        self._handlers.add(self._loop.create_task(self._handle(reader, writer)))
+
+    async def _settle(self) -> None:
+        """Let asyncio's own tasks (connections being accepted) finish.
+
+        Cancelled before it runs, such a task drops the accepted socket unclosed
+        (a ResourceWarning that failed unrelated tests in CI); finished, the
+        connection has a transport and a writer here to close.
+        """
+        current = asyncio.current_task()
+        for _ in range(50):
+            others = asyncio.all_tasks() - self._handlers - {current}
+            if not others:
+                return
+            await asyncio.sleep(0)
 
     async def _handle(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -208,9 +224,13 @@ class FaultProxy:
             writer.close()
             return
         self._writers.add(up_writer)
-        await asyncio.gather(
-            self._upload(reader, up_writer), self._download(up_reader, writer)
-        )
+        loop = asyncio.get_running_loop()
+        pipes = {
+            loop.create_task(self._upload(reader, up_writer)),
+            loop.create_task(self._download(up_reader, writer)),
+        }
+        self._handlers |= pipes
+        await asyncio.gather(*pipes)
 
     def start(self) -> None:
         self._thread.start()
@@ -220,15 +240,14 @@ class FaultProxy:
         async def close() -> None:
             assert self._server is not None
             self._server.close()
+            await self._settle()
             # Connections still open (a stalled body sleeps for an hour) are
             # broken off and their handlers cancelled: nothing outlives the proxy.
             for writer in self._writers:
                 writer.transport.abort()
-            current = asyncio.current_task()
-            handlers = [t for t in asyncio.all_tasks() if t is not current]
-            for task in handlers:
+            for task in self._handlers:
                 task.cancel()
-            await asyncio.gather(*handlers, return_exceptions=True)
+            await asyncio.gather(*self._handlers, return_exceptions=True)
             await self._server.wait_closed()
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
