@@ -6,8 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
-echo "== ruff"; .venv/bin/ruff check storage_init tests benchmarks scripts
-.venv/bin/ruff format --check storage_init tests benchmarks scripts
+echo "== ruff"; .venv/bin/ruff check storage_init tests benchmarks scripts hatch_build.py
+.venv/bin/ruff format --check storage_init tests benchmarks scripts hatch_build.py
 echo "== hadolint"; .venv/bin/hadolint Dockerfile.distroless
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest"; .venv/bin/pytest "$@"

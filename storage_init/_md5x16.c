@@ -1,0 +1,185 @@
+/*
+ * MD5 of up to 16 independent messages at once, one per SIMD lane.
+ *
+ * MD5 is a serial chain of 64 dependent steps per 64-byte block, so one message
+ * runs at ~5 cycles/byte whatever the CPU (OpenSSL: ~780 MB/s here). The parts of
+ * a multipart upload are independent messages, though (their ETag is the MD5 of
+ * the part MD5s), so 16 of them can advance together in the 16 lanes of a vector:
+ * the same instruction count per block as one message, 16 blocks' worth of work.
+ *
+ * Written with GCC/Clang vector extensions, not intrinsics: the same source
+ * compiles to AVX-512 (one zmm per vector), AVX2 (two ymm), SSE2 or NEON, and
+ * target_clones picks the best the CPU has when the library loads.
+ *
+ * Freestanding: no libc, no Python headers. The library is loaded with ctypes,
+ * whose foreign calls release the GIL, so it fits any Python version.
+ *
+ * ABI (one function):
+ *   void md5x16(uint32_t state[64], const uint8_t *const data[16],
+ *               const uint32_t nblocks[16]);
+ *   state: the A, B, C, D words of the 16 lanes, as A[16] B[16] C[16] D[16].
+ *   data[j]: lane j's next nblocks[j] blocks of 64 bytes (already padded, for a
+ *            message's last call). A lane with nblocks[j] == 0 is left unchanged
+ *            and its pointer is never read.
+ */
+
+typedef __UINT8_TYPE__ u8;
+typedef __UINT32_TYPE__ u32;
+typedef __SIZE_TYPE__ size_t;
+typedef u32 vec __attribute__((vector_size(64)));
+typedef int ivec __attribute__((vector_size(64)));
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "MD5 words are little-endian; this kernel loads them as native words"
+#endif
+
+#define LANES 16
+
+#if defined(__x86_64__) && !defined(__clang__)
+#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CLONES
+#endif
+
+static inline vec rotl(vec x, int s) { return (x << s) | (x >> (32 - s)); }
+
+static inline vec load_row(const u8 *p) {
+    vec v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* Swap the off-diagonal b x b blocks of each 2b x 2b block of rows i, i + b: done
+ * for b = 8, 4, 2, 1, it transposes 16 rows (lanes) into 16 columns (words). */
+#define SWAP(i, b, lo, hi)                                         \
+    do {                                                           \
+        vec x_ = m[i], y_ = m[(i) + (b)];                          \
+        m[i] = __builtin_shuffle(x_, y_, (ivec)lo);                \
+        m[(i) + (b)] = __builtin_shuffle(x_, y_, (ivec)hi);        \
+    } while (0)
+
+#define LO8 {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}
+#define HI8 {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}
+#define LO4 {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27}
+#define HI4 {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31}
+#define LO2 {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29}
+#define HI2 {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}
+#define LO1 {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}
+#define HI1 {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}
+
+static inline void transpose(vec m[16]) {
+    for (int i = 0; i < 8; i++) SWAP(i, 8, LO8, HI8);
+    for (int i = 0; i < 16; i += 8)
+        for (int k = 0; k < 4; k++) SWAP(i + k, 4, LO4, HI4);
+    for (int i = 0; i < 16; i += 4)
+        for (int k = 0; k < 2; k++) SWAP(i + k, 2, LO2, HI2);
+    for (int i = 0; i < 16; i += 2) SWAP(i, 1, LO1, HI1);
+}
+
+#define F(x, y, z) ((z) ^ ((x) & ((y) ^ (z))))
+#define G(x, y, z) ((y) ^ ((z) & ((x) ^ (y))))
+#define H(x, y, z) ((x) ^ (y) ^ (z))
+#define I(x, y, z) ((y) ^ ((x) | ~(z)))
+#define STEP(f, a, b, c, d, k, s, t) \
+    a = b + rotl(a + f(b, c, d) + m[k] + (u32)(t), s)
+
+static const u8 zero_block[64];
+
+CLONES
+void md5x16(u32 state[64], const u8 *const data[LANES], const u32 nblocks[LANES]) {
+    vec a, b, c, d, n;
+    __builtin_memcpy(&a, state, sizeof a);
+    __builtin_memcpy(&b, state + 16, sizeof b);
+    __builtin_memcpy(&c, state + 32, sizeof c);
+    __builtin_memcpy(&d, state + 48, sizeof d);
+    __builtin_memcpy(&n, nblocks, sizeof n);
+    u32 most = 0;
+    for (int j = 0; j < LANES; j++)
+        if (nblocks[j] > most) most = nblocks[j];
+    for (u32 blk = 0; blk < most; blk++) {
+        vec m[16];
+        for (int j = 0; j < LANES; j++)
+            m[j] = load_row(blk < nblocks[j] ? data[j] + (size_t)blk * 64 : zero_block);
+        transpose(m);
+        vec aa = a, bb = b, cc = c, dd = d;
+
+        STEP(F, a, b, c, d, 0, 7, 0xd76aa478);
+        STEP(F, d, a, b, c, 1, 12, 0xe8c7b756);
+        STEP(F, c, d, a, b, 2, 17, 0x242070db);
+        STEP(F, b, c, d, a, 3, 22, 0xc1bdceee);
+        STEP(F, a, b, c, d, 4, 7, 0xf57c0faf);
+        STEP(F, d, a, b, c, 5, 12, 0x4787c62a);
+        STEP(F, c, d, a, b, 6, 17, 0xa8304613);
+        STEP(F, b, c, d, a, 7, 22, 0xfd469501);
+        STEP(F, a, b, c, d, 8, 7, 0x698098d8);
+        STEP(F, d, a, b, c, 9, 12, 0x8b44f7af);
+        STEP(F, c, d, a, b, 10, 17, 0xffff5bb1);
+        STEP(F, b, c, d, a, 11, 22, 0x895cd7be);
+        STEP(F, a, b, c, d, 12, 7, 0x6b901122);
+        STEP(F, d, a, b, c, 13, 12, 0xfd987193);
+        STEP(F, c, d, a, b, 14, 17, 0xa679438e);
+        STEP(F, b, c, d, a, 15, 22, 0x49b40821);
+
+        STEP(G, a, b, c, d, 1, 5, 0xf61e2562);
+        STEP(G, d, a, b, c, 6, 9, 0xc040b340);
+        STEP(G, c, d, a, b, 11, 14, 0x265e5a51);
+        STEP(G, b, c, d, a, 0, 20, 0xe9b6c7aa);
+        STEP(G, a, b, c, d, 5, 5, 0xd62f105d);
+        STEP(G, d, a, b, c, 10, 9, 0x02441453);
+        STEP(G, c, d, a, b, 15, 14, 0xd8a1e681);
+        STEP(G, b, c, d, a, 4, 20, 0xe7d3fbc8);
+        STEP(G, a, b, c, d, 9, 5, 0x21e1cde6);
+        STEP(G, d, a, b, c, 14, 9, 0xc33707d6);
+        STEP(G, c, d, a, b, 3, 14, 0xf4d50d87);
+        STEP(G, b, c, d, a, 8, 20, 0x455a14ed);
+        STEP(G, a, b, c, d, 13, 5, 0xa9e3e905);
+        STEP(G, d, a, b, c, 2, 9, 0xfcefa3f8);
+        STEP(G, c, d, a, b, 7, 14, 0x676f02d9);
+        STEP(G, b, c, d, a, 12, 20, 0x8d2a4c8a);
+
+        STEP(H, a, b, c, d, 5, 4, 0xfffa3942);
+        STEP(H, d, a, b, c, 8, 11, 0x8771f681);
+        STEP(H, c, d, a, b, 11, 16, 0x6d9d6122);
+        STEP(H, b, c, d, a, 14, 23, 0xfde5380c);
+        STEP(H, a, b, c, d, 1, 4, 0xa4beea44);
+        STEP(H, d, a, b, c, 4, 11, 0x4bdecfa9);
+        STEP(H, c, d, a, b, 7, 16, 0xf6bb4b60);
+        STEP(H, b, c, d, a, 10, 23, 0xbebfbc70);
+        STEP(H, a, b, c, d, 13, 4, 0x289b7ec6);
+        STEP(H, d, a, b, c, 0, 11, 0xeaa127fa);
+        STEP(H, c, d, a, b, 3, 16, 0xd4ef3085);
+        STEP(H, b, c, d, a, 6, 23, 0x04881d05);
+        STEP(H, a, b, c, d, 9, 4, 0xd9d4d039);
+        STEP(H, d, a, b, c, 12, 11, 0xe6db99e5);
+        STEP(H, c, d, a, b, 15, 16, 0x1fa27cf8);
+        STEP(H, b, c, d, a, 2, 23, 0xc4ac5665);
+
+        STEP(I, a, b, c, d, 0, 6, 0xf4292244);
+        STEP(I, d, a, b, c, 7, 10, 0x432aff97);
+        STEP(I, c, d, a, b, 14, 15, 0xab9423a7);
+        STEP(I, b, c, d, a, 5, 21, 0xfc93a039);
+        STEP(I, a, b, c, d, 12, 6, 0x655b59c3);
+        STEP(I, d, a, b, c, 3, 10, 0x8f0ccc92);
+        STEP(I, c, d, a, b, 10, 15, 0xffeff47d);
+        STEP(I, b, c, d, a, 1, 21, 0x85845dd1);
+        STEP(I, a, b, c, d, 8, 6, 0x6fa87e4f);
+        STEP(I, d, a, b, c, 15, 10, 0xfe2ce6e0);
+        STEP(I, c, d, a, b, 6, 15, 0xa3014314);
+        STEP(I, b, c, d, a, 13, 21, 0x4e0811a1);
+        STEP(I, a, b, c, d, 4, 6, 0xf7537e82);
+        STEP(I, d, a, b, c, 11, 10, 0xbd3af235);
+        STEP(I, c, d, a, b, 2, 15, 0x2ad7d2bb);
+        STEP(I, b, c, d, a, 9, 21, 0xeb86d391);
+
+        /* Lanes past their last block keep their state. */
+        vec live = (vec)((vec){0} + blk < n);
+        a = aa + (a & live);
+        b = bb + (b & live);
+        c = cc + (c & live);
+        d = dd + (d & live);
+    }
+    __builtin_memcpy(state, &a, sizeof a);
+    __builtin_memcpy(state + 16, &b, sizeof b);
+    __builtin_memcpy(state + 32, &c, sizeof c);
+    __builtin_memcpy(state + 48, &d, sizeof d);
+}

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from storage_init import _md5lanes
+from storage_init._md5lanes import STEP, available, md5_spans
+from storage_init.errors import IntegrityError
+
+#: Lengths around every boundary the padding and the 64 KiB steps have.
+EDGES = [0, 1, 55, 56, 63, 64, 65, 119, 120, 128, STEP - 1, STEP, STEP + 1]
+
+
+def _file(tmp_path: Path, data: bytes) -> int:
+    path = tmp_path / "data"
+    path.write_bytes(data)
+    return os.open(path, os.O_RDONLY)
+
+
+def _expected(data: bytes, spans: list[tuple[int, int]]) -> list[bytes]:
+    return [hashlib.md5(data[o : o + n]).digest() for o, n in spans]
+
+
+class TestKernel:
+    def test_built(self) -> None:
+        """The kernel is built and loads (bootstrap installs a C compiler)."""
+        assert available(), f"{_md5lanes.LIBRARY} missing or not loadable"
+
+    def test_edges(self, tmp_path: Path) -> None:
+        """Every length at a padding or step boundary hashes as hashlib does."""
+        data = os.urandom(3 * STEP)
+        spans = [(i * 7, n) for i, n in enumerate(EDGES)]
+        fd = _file(tmp_path, data)
+        try:
+            assert md5_spans(fd, spans) == _expected(data, spans)
+        finally:
+            os.close(fd)
+
+    def test_more_spans_than_lanes(self, tmp_path: Path) -> None:
+        """Lanes are refilled as spans finish, in any order; results keep theirs."""
+        data = os.urandom(4 * STEP)
+        # 40 spans of mixed lengths: lanes finish at different steps.
+        spans = [((i * 4099) % STEP, (i * 9973) % (3 * STEP)) for i in range(40)]
+        fd = _file(tmp_path, data)
+        try:
+            assert md5_spans(fd, spans) == _expected(data, spans)
+        finally:
+            os.close(fd)
+
+    @given(
+        data=st.binary(min_size=1, max_size=3000),
+        cuts=st.lists(
+            st.tuples(st.integers(0, 3000), st.integers(0, 3000)), max_size=20
+        ),
+    )
+    @settings(max_examples=60, deadline=None)
+    def test_matches_hashlib(
+        self,
+        tmp_path_factory: pytest.TempPathFactory,
+        data: bytes,
+        cuts: list[tuple[int, int]],
+    ) -> None:
+        """Any spans inside the file, overlapping or not, hash as hashlib does."""
+        spans = [(a % len(data), n) for a, n in cuts]
+        spans = [(o, min(n, len(data) - o)) for o, n in spans]
+        fd = _file(tmp_path_factory.mktemp("h"), data)
+        try:
+            assert md5_spans(fd, spans) == _expected(data, spans)
+        finally:
+            os.close(fd)
+
+    def test_no_spans(self, tmp_path: Path) -> None:
+        """No spans, no digests."""
+        fd = _file(tmp_path, b"x")
+        try:
+            assert md5_spans(fd, []) == []
+        finally:
+            os.close(fd)
+
+    def test_short_file(self, tmp_path: Path) -> None:
+        """A span past the end of the file is an IntegrityError, not a digest."""
+        fd = _file(tmp_path, b"x" * 100)
+        try:
+            with pytest.raises(
+                IntegrityError, match="shorter than expected at byte 100"
+            ):
+                md5_spans(fd, [(0, 10), (50, 51)])
+        finally:
+            os.close(fd)
+
+    def test_unavailable(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without the kernel, md5_spans says so instead of computing wrong digests."""
+        monkeypatch.setattr(_md5lanes, "_kernel", lambda: None)
+        assert not _md5lanes.available()
+        with pytest.raises(RuntimeError, match="not built"):
+            md5_spans(0, [(0, 1)])
