@@ -18,6 +18,7 @@ import shlex
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,12 @@ LIBRARY = "storage_init/_md5x16.so"
 FLAGS = ["-O3", "-fPIC", "-shared", "-nostdlib", "-s", "-Wall", "-Wno-psabi"]
 
 
-def compile_kernel(root: Path) -> str | None:
-    """Compile the kernel in place; return why it failed, or None."""
+def compile_kernel(source: Path, output: Path) -> str | None:
+    """Compile the kernel; return why it failed, or None."""
     cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
     # libgcc provides the CPU detection behind target_clones; clang builds (no
     # target_clones) do not need it.
-    cmd = [*cc, *FLAGS, "-o", str(root / LIBRARY), str(root / SOURCE)]
+    cmd = [*cc, *FLAGS, "-o", str(output), str(source)]
     for extra in (["-lgcc"], []):
         try:
             done = subprocess.run(
@@ -56,7 +57,16 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         mode = os.environ.get("STORAGE_INIT_NATIVE", "auto")
         if mode == "skip":
             return
-        error = compile_kernel(Path(self.root))
+        root = Path(self.root)
+        if version == "editable":
+            # The package runs from the source tree: the library goes beside it.
+            output = root / LIBRARY
+        else:
+            # A wheel takes it from a scratch directory: building one never
+            # replaces the library an editable install in this tree is using.
+            self._scratch = tempfile.TemporaryDirectory(prefix="storage-init-build-")
+            output = Path(self._scratch.name, Path(LIBRARY).name)
+        error = compile_kernel(root / SOURCE, output)
         if error is not None:
             if mode == "require":
                 msg = f"cannot compile {SOURCE}: {error}"
@@ -70,4 +80,15 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         build_data["pure_python"] = False
         platform = sysconfig.get_platform().replace("-", "_").replace(".", "_")
         build_data["tag"] = f"py3-none-{platform}"
-        build_data["artifacts"].append(LIBRARY)
+        if version == "editable":
+            build_data["artifacts"].append(LIBRARY)
+        else:
+            build_data["force_include"][str(output)] = LIBRARY
+
+    def finalize(
+        self, version: str, build_data: dict[str, Any], artifact_path: str
+    ) -> None:
+        """Remove the scratch directory of a wheel build."""
+        scratch = getattr(self, "_scratch", None)
+        if scratch is not None:
+            scratch.cleanup()

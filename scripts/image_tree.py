@@ -120,6 +120,8 @@ def build(dest: Path, extras: str, python: str = sys.executable) -> Path:
             "--disable-pip-version-check",
             f"{ROOT}[{extras}]",
         ],
+        # As the Dockerfile sets it: the image must have the MD5 kernel.
+        env={**os.environ, "STORAGE_INIT_NATIVE": "require"},
         check=True,
     )
     strip(venv)

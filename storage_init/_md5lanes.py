@@ -5,7 +5,7 @@ messages. One MD5 runs at ~0.6 GiB/s whatever the CPU (a serial chain of steps);
 16 of them advance together in the lanes of one vector for about the cost of one
 (9.7 GiB/s on this machine's AVX-512, measured on bytes in cache). So parts are
 read back from the written file 64 KiB per lane at a time, into one buffer that
-stays in the L2 cache, and hashed there.
+stays in the L2 cache, and hashed there: reads and hashing both in the kernel.
 
 The kernel is a C library built with the wheel when a C compiler is at hand
 (`hatch_build.py`) and loaded with ctypes, which releases the GIL for the call.
@@ -19,14 +19,14 @@ import os
 import struct
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import IntegrityError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["LIBRARY", "STEP", "available", "md5_spans"]
+__all__ = ["LANES", "LIBRARY", "STEP", "available", "md5_spans"]
 
 #: The compiled kernel, beside this module.
 LIBRARY = Path(__file__).with_name("_md5x16.so")
@@ -42,21 +42,38 @@ _IV = (0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476)
 _TAIL = 128
 
 
+class _Kernel:
+    """The library's `md5x16_spans`, and libc's pread for it to call."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        u32p = ctypes.POINTER(ctypes.c_uint32)
+        u64p = ctypes.POINTER(ctypes.c_uint64)
+        self.spans = library.md5x16_spans
+        self.spans.restype = ctypes.c_int
+        self.spans.argtypes = [
+            ctypes.c_void_p,  # pread
+            ctypes.c_int,  # fd
+            u32p,  # state
+            u64p,  # pos
+            u64p,  # end
+            u64p,  # length
+            ctypes.c_uint32,  # active lanes
+            ctypes.c_void_p,  # buffer
+            ctypes.c_uint32,  # slot
+            ctypes.c_uint32,  # step
+            u32p,  # failed lane
+        ]
+        pread = ctypes.CDLL(None).pread
+        self.pread = ctypes.cast(pread, ctypes.c_void_p).value
+
+
 @cache
-def _kernel() -> Any:
-    """Return the loaded ``md5x16`` function, or None if it cannot be loaded."""
+def _kernel() -> _Kernel | None:
+    """Return the loaded kernel, or None if it cannot be loaded."""
     try:
-        library = ctypes.CDLL(str(LIBRARY))
-    except OSError:
+        return _Kernel(ctypes.CDLL(str(LIBRARY)))
+    except (OSError, AttributeError):
         return None
-    function = library.md5x16
-    function.restype = None
-    function.argtypes = [
-        ctypes.POINTER(ctypes.c_uint32),
-        ctypes.POINTER(ctypes.c_void_p),
-        ctypes.POINTER(ctypes.c_uint32),
-    ]
-    return function
 
 
 def available() -> bool:
@@ -64,81 +81,68 @@ def available() -> bool:
     return _kernel() is not None
 
 
-class _Lane:
-    """One span being hashed in one lane: which, and how far."""
-
-    __slots__ = ("end", "index", "length", "pos")
-
-    def __init__(self, index: int, offset: int, length: int) -> None:
-        self.index = index
-        self.pos = offset
-        self.end = offset + length
-        self.length = length
-
-
 def md5_spans(fd: int, spans: Sequence[tuple[int, int]]) -> list[bytes]:
     """Return the MD5 digest of each ``(offset, length)`` span of file `fd`, in order.
 
     Blocking: run it in a thread. Memory: one buffer of 16 x (64 KiB + 128) bytes.
+    The reading and hashing run in the kernel, without the GIL, until a span is
+    complete: reading in Python, each of the 17 calls per step would wait for the
+    GIL behind the threads receiving the download (5 ms each, at worst).
 
     Raises:
         RuntimeError: the kernel is not `available`.
         IntegrityError: the file ends before a span does.
+        OSError: a read failed.
     """
     kernel = _kernel()
     if kernel is None:
         msg = f"the MD5 kernel {LIBRARY.name} is not built"
         raise RuntimeError(msg)
     slot = STEP + _TAIL
-    buffer = bytearray(slot * LANES)
-    views = [memoryview(buffer)[j * slot : (j + 1) * slot] for j in range(LANES)]
-    base = ctypes.addressof((ctypes.c_char * len(buffer)).from_buffer(buffer))
-    pointers = (ctypes.c_void_p * LANES)(*(base + j * slot for j in range(LANES)))
-    blocks = (ctypes.c_uint32 * LANES)()
+    buffer = (ctypes.c_char * (slot * LANES))()
     state = (ctypes.c_uint32 * (4 * LANES))()
+    pos = (ctypes.c_uint64 * LANES)()
+    end = (ctypes.c_uint64 * LANES)()
+    length = (ctypes.c_uint64 * LANES)()
+    failed = ctypes.c_uint32()
+    owner = [-1] * LANES
     digests: list[bytes] = [b""] * len(spans)
-    lanes: list[_Lane | None] = [None] * LANES
     queue = iter(enumerate(spans))
-    try:
-        while True:
-            for j in range(LANES):
-                if lanes[j] is None and (item := next(queue, None)) is not None:
-                    index, (offset, length) = item
-                    lanes[j] = _Lane(index, offset, length)
-                    for word in range(4):
-                        state[word * LANES + j] = _IV[word]
-            if not any(lanes):
-                return digests
-            for j, lane in enumerate(lanes):
-                blocks[j] = 0 if lane is None else _fill(fd, lane, views[j])
-            kernel(state, pointers, blocks)
-            for j, lane in enumerate(lanes):
-                if lane is not None and lane.pos == lane.end:
-                    words = (state[word * LANES + j] for word in range(4))
-                    digests[lane.index] = struct.pack("<4I", *words)
-                    lanes[j] = None
-    finally:
-        # The views pin the buffer; release them so that it can be freed at once.
-        for view in views:
-            view.release()
+    active = 0
+    while True:
+        for j in range(LANES):
+            if owner[j] < 0 and (item := next(queue, None)) is not None:
+                owner[j], (offset, size) = item
+                pos[j], end[j], length[j] = offset, offset + size, size
+                for word in range(4):
+                    state[word * LANES + j] = _IV[word]
+                active |= 1 << j
+        if not active:
+            return digests
+        done = kernel.spans(
+            kernel.pread, fd, state, pos, end, length, active,
+            ctypes.addressof(buffer), slot, STEP, ctypes.byref(failed),
+        )  # fmt: skip
+        if done < 0:
+            _reread(fd, pos[failed.value], end[failed.value])
+            continue  # the read went through this time (EINTR): go on
+        for j in range(LANES):
+            if done >> j & 1:
+                words = (state[word * LANES + j] for word in range(4))
+                digests[owner[j]] = struct.pack("<4I", *words)
+                owner[j] = -1
+                active &= ~(1 << j)
 
 
-def _fill(fd: int, lane: _Lane, view: memoryview) -> int:
-    """Read the lane's next bytes into `view`, pad the last; return its blocks."""
-    n = min(STEP, lane.end - lane.pos)
-    got = 0
-    while got < n:
-        read = os.preadv(fd, [view[got:n]], lane.pos + got)
-        if read <= 0:
-            msg = f"file shorter than expected at byte {lane.pos + got}"
-            raise IntegrityError(msg)
-        got += read
-    lane.pos += n
-    if lane.pos < lane.end:
-        return n // 64
-    # The last bytes: 0x80, zeros to 56 mod 64, the message length in bits.
-    padded = n + 1 + (55 - n) % 64 + 8
-    view[n] = 0x80
-    view[n + 1 : padded - 8] = bytes(padded - 8 - n - 1)
-    view[padded - 8 : padded] = struct.pack("<Q", (lane.length * 8) % (1 << 64))
-    return padded // 64
+def _reread(fd: int, offset: int, end: int) -> None:
+    """Repeat a read the kernel could not make, to raise what went wrong.
+
+    Raises:
+        IntegrityError: the file ends before `end`.
+        OSError: the read fails.
+    """
+    want = min(STEP, end - offset)
+    got = os.pread(fd, want, offset)
+    if len(got) < want:
+        msg = f"file shorter than expected at byte {offset + len(got)}"
+        raise IntegrityError(msg)

@@ -11,16 +11,33 @@
  * compiles to AVX-512 (one zmm per vector), AVX2 (two ymm), SSE2 or NEON, and
  * target_clones picks the best the CPU has when the library loads.
  *
- * Freestanding: no libc, no Python headers. The library is loaded with ctypes,
- * whose foreign calls release the GIL, so it fits any Python version.
+ * Freestanding: no Python headers, and of libc only what the compiler itself may
+ * call (memset), which every process has. The library is loaded with ctypes, whose
+ * foreign calls release the GIL, so it fits any Python version.
  *
- * ABI (one function):
+ * ABI:
  *   void md5x16(uint32_t state[64], const uint8_t *const data[16],
  *               const uint32_t nblocks[16]);
- *   state: the A, B, C, D words of the 16 lanes, as A[16] B[16] C[16] D[16].
- *   data[j]: lane j's next nblocks[j] blocks of 64 bytes (already padded, for a
- *            message's last call). A lane with nblocks[j] == 0 is left unchanged
- *            and its pointer is never read.
+ *     state: the A, B, C, D words of the 16 lanes, as A[16] B[16] C[16] D[16].
+ *     data[j]: lane j's next nblocks[j] blocks of 64 bytes (already padded, for a
+ *              message's last call). A lane with nblocks[j] == 0 is left
+ *              unchanged and its pointer is never read.
+ *
+ *   int md5x16_spans(pread_fn pread, int fd, uint32_t state[64],
+ *                    uint64_t pos[16], const uint64_t end[16],
+ *                    const uint64_t length[16], uint32_t active,
+ *                    uint8_t *buffer, uint32_t slot, uint32_t step,
+ *                    uint32_t *failed);
+ *     Hashes the file spans of the lanes in `active` (a bit mask), reading each
+ *     lane's next `step` bytes from `fd` at pos[j] (up to end[j]) into its `slot`
+ *     of `buffer` (slot >= step + 72), until a lane's message is complete, so
+ *     that one call (one GIL release) does the work of many. `length[j]` is the
+ *     message's whole length, for its padding. `pread` is libc's, passed in so
+ *     that this library links against nothing. Offsets are 64-bit (LP64).
+ *     Returns the mask of lanes whose message is complete (their digest is in
+ *     `state`), 0 if none is active, or -1 when a read failed or met the end of
+ *     the file: *failed is then the lane, and no lane has moved on, so the call
+ *     may simply be repeated (after an EINTR, say).
  */
 
 typedef __UINT8_TYPE__ u8;
@@ -182,4 +199,56 @@ void md5x16(u32 state[64], const u8 *const data[LANES], const u32 nblocks[LANES]
     __builtin_memcpy(state + 16, &b, sizeof b);
     __builtin_memcpy(state + 32, &c, sizeof c);
     __builtin_memcpy(state + 48, &d, sizeof d);
+}
+
+typedef long (*pread_fn)(int fd, void *buf, size_t count, long offset);
+
+static void put_u64_le(u8 *p, __UINT64_TYPE__ v) {
+    for (int i = 0; i < 8; i++) p[i] = (u8)(v >> (8 * i));
+}
+
+int md5x16_spans(pread_fn pread, int fd, u32 state[64], __UINT64_TYPE__ pos[LANES],
+                 const __UINT64_TYPE__ end[LANES], const __UINT64_TYPE__ length[LANES],
+                 u32 active, u8 *buffer, u32 slot, u32 step, u32 *failed) {
+    if (!active) return 0;
+    const u8 *data[LANES];
+    u32 nblocks[LANES];
+    for (;;) {
+        u32 done = 0;
+        for (int j = 0; j < LANES; j++) {
+            nblocks[j] = 0;
+            data[j] = buffer;
+            if (!(active >> j & 1)) continue;
+            u8 *lane = buffer + (size_t)j * slot;
+            __UINT64_TYPE__ left = end[j] - pos[j];
+            u32 n = left < step ? (u32)left : step;
+            for (u32 got = 0; got < n;) {
+                long r = pread(fd, lane + got, n - got, (long)(pos[j] + got));
+                if (r <= 0) {
+                    *failed = (u32)j;
+                    return -1;
+                }
+                got += (u32)r;
+            }
+            data[j] = lane;
+            if (n < left) {
+                nblocks[j] = n / 64;
+                continue;
+            }
+            /* The last bytes: 0x80, zeros to 56 mod 64, the length in bits. */
+            u32 padded = n + 1 + (55 - n % 64 + 64) % 64 + 8;
+            lane[n] = 0x80;
+            for (u32 i = n + 1; i < padded - 8; i++) lane[i] = 0;
+            put_u64_le(lane + padded - 8, length[j] * 8);
+            nblocks[j] = padded / 64;
+            done |= 1u << j;
+        }
+        md5x16(state, data, nblocks);
+        for (int j = 0; j < LANES; j++)
+            if (active >> j & 1) {
+                __UINT64_TYPE__ left = end[j] - pos[j];
+                pos[j] += left < step ? left : step;
+            }
+        if (done) return (int)done;
+    }
 }

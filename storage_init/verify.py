@@ -17,7 +17,9 @@ here, and only runs in order. In order of preference:
 ``strict`` adds the stored SHA-256 (single-part uploads only) and fails files for
 which nothing but the size is known. CRCs are computed inline as bytes are written
 (`RangeDigest`); MD5 and SHA-256 by a thread reading the written ranges back in order
-(`FileDigest.hash_written_range`), which keeps them off the event loop.
+(`FileDigest.hash_written_range`), which keeps them off the event loop; the part MD5s
+of a multipart ETag 16 at a time by the multi-lane kernel
+(`FileDigest.hash_written_parts`), or else as the receiving threads write them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._crc import CRC_ALGORITHMS, CrcAlgorithm, crc_algorithm
+from ._md5lanes import md5_spans
 from .errors import IntegrityError
 from .models import ObjectInfo, VerifyMode
 
@@ -228,7 +231,12 @@ class FileDigest:
     """
 
     def __init__(
-        self, check: Check, ranges: Sequence[ByteRange], *, inline_limit: int = 0
+        self,
+        check: Check,
+        ranges: Sequence[ByteRange],
+        *,
+        inline_limit: int = 0,
+        lanes: bool = False,
     ) -> None:
         self.check = check
         self.byte_ranges = list(ranges)
@@ -237,6 +245,14 @@ class FileDigest:
         small = len(ranges) == 1 and ranges[0].length <= inline_limit
         self.inline = ordered and small
         self.deferred = ordered and not small
+        #: Segment MD5s are left to `hash_written_parts` (the multi-lane kernel).
+        self.lanes = (
+            lanes
+            and self.deferred
+            and check.segment_md5
+            and not check.whole
+            and check.crc is None
+        )
         self._whole = {
             name: hashlib.new(name, usedforsecurity=False) for name in check.whole
         }
@@ -247,7 +263,8 @@ class FileDigest:
         self._pos = [0] * len(ranges)
         self._md5: list[Any] = [None] * len(ranges)
         self._md5s: list[list[bytes]] = [[] for _ in ranges]
-        #: Per range: its segment MD5s were fed as it was written.
+        #: Per range: its segment MD5s are computed (fed as it was written, or
+        #: hashed in lanes).
         self._fed = [False] * len(ranges)
 
     def update(
@@ -264,7 +281,7 @@ class FileDigest:
         self.ranges[index].update(data)
         if self.inline:
             self._feed(index, memoryview(data))
-        elif threaded and self.check.segment_md5 and not self._whole:
+        elif threaded and self.check.segment_md5 and not self._whole and not self.lanes:
             self._fed[index] = True
             self._feed(index, memoryview(data))
 
@@ -318,6 +335,32 @@ class FileDigest:
             if self.needs_readback(index):
                 self._feed(index, view[:n])
             offset += n
+
+    def hash_written_parts(self, fd: int, indices: Sequence[int]) -> None:
+        """Read the segments of ranges `indices` back from `fd`; MD5 them in lanes.
+
+        Blocking: run it in a thread. Ranges may come in any order and batch; each
+        segment is its own message, 16 hashed at once (`md5_spans`).
+
+        Raises:
+            IntegrityError: the file is shorter than a range.
+        """
+        spans: list[tuple[int, int]] = []
+        owners: list[int] = []
+        for index in indices:
+            start = self.byte_ranges[index].start
+            for length in self.byte_ranges[index].segments or (
+                self.byte_ranges[index].length,
+            ):
+                spans.append((start, length))
+                owners.append(index)
+                start += length
+        digests = md5_spans(fd, spans)
+        for index in indices:
+            self._md5s[index] = []
+            self._fed[index] = True
+        for index, md5 in zip(owners, digests, strict=True):
+            self._md5s[index].append(md5)
 
     def verify(self, *, size: int, written: int) -> None:
         """Compare what was computed with what the store said.

@@ -182,10 +182,18 @@ class TestS3Download:
         got = hashlib.sha256((tmp_path / f"{label}.bin").read_bytes()).digest()
         assert got == hashlib.sha256(data).digest()
 
-    @pytest.mark.parametrize("size", [1 * MiB, 12 * MiB])
-    async def test_corruption_detected(self, s3_server, seeder, tmp_path, size):
+    @pytest.mark.parametrize(
+        ("size", "kwargs"),
+        [
+            pytest.param(1 * MiB, {"checksum": "crc64nvme"}, id="small-crc"),
+            pytest.param(12 * MiB, {"checksum": "crc64nvme"}, id="large-crc"),
+            # Parts hashed in lanes from disk, 16 at a time.
+            pytest.param(12 * MiB, {"part_size": 5 * MiB}, id="multipart-etag"),
+        ],
+    )
+    async def test_corruption_detected(self, s3_server, seeder, tmp_path, size, kwargs):
         """A byte flipped on the wire fails the file; nothing sits at its path."""
-        seeder.put(f"flip/{size}.bin", os.urandom(size), checksum="crc64nvme")
+        seeder.put(f"flip/{size}.bin", os.urandom(size), **kwargs)
         faults = Faults(flip_at=200_000)
         with fault_proxy(s3_server.endpoint, faults) as proxy:
             config = StorageConfig(

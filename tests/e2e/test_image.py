@@ -75,11 +75,35 @@ def test_stripped_tree_is_small(image_tree: Path) -> None:
     assert size < 33 * 1000 * 1000, size
 
 
+def test_md5_kernel_loads(image_tree: Path) -> None:
+    """The image's wheel carries the multi-lane MD5 kernel, and it loads there."""
+    result = subprocess.run(
+        [
+            str(image_tree / "bin" / "python"),
+            "-I",
+            "-B",
+            "-c",
+            "import storage_init._md5lanes as m; assert m.available(), m.LIBRARY",
+        ],
+        env={"PATH": ""},
+        cwd="/",
+        user=NONROOT,
+        group=NONROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_runs_like_distroless(image_tree: Path, s3_server: S3Server) -> None:
     """python -I -B, no PATH, UID 65532, read-only tree: downloads and verifies."""
     seeder = S3Seeder(s3_server)
     seeder.put("image/m/config.json", b"{}")
     seeder.put("image/m/w.bin", os.urandom(9 * MiB), checksum="crc64nvme")
+    # Uploaded in parts with MD5s only: hashed by the image's MD5 kernel.
+    seeder.put("image/m/old.bin", os.urandom(12 * MiB), part_size=5 * MiB)
     work = Path(tempfile.mkdtemp(prefix="image-run-", dir="/tmp"))
     try:
         work.chmod(0o755)
@@ -117,7 +141,11 @@ def test_runs_like_distroless(image_tree: Path, s3_server: S3Server) -> None:
         assert result.returncode == 0, result.stderr
         report = json.loads((dest / ".report.json").read_text())
         methods = {f["path"]: f["verification"] for f in report["pairs"][0]["files"]}
-        assert methods == {"config.json": "md5-etag", "w.bin": "crc64nvme"}
+        assert methods == {
+            "config.json": "md5-etag",
+            "w.bin": "crc64nvme",
+            "old.bin": "multipart-etag",
+        }
         assert _snapshot(image_tree.parent) == before  # nothing written to the tree
         assert {p.stat().st_uid for p in dest.rglob("*")} == {NONROOT}
     finally:

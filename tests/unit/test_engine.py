@@ -20,7 +20,9 @@ from storage_init import (
     download,
     download_many,
 )
+from storage_init._plan import ByteRange
 from storage_init.backends.memory import MemoryBackend
+from storage_init.engine import _fill_lanes
 from storage_init.manifest import MANIFEST_NAME
 from storage_init.models import MiB, TransferStats
 from tests.doubles import FlakyBackend, SlowBackend
@@ -161,6 +163,22 @@ class TestTransfer:
         assert (tmp_path / "big.bin").read_bytes() == data
         (entry,) = report.files
         assert (entry.verification, entry.verified) == (label, True)
+
+    @pytest.mark.parametrize("lanes", [True, False], ids=["lanes", "hashlib"])
+    async def test_many_parts_in_lanes(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lanes: bool
+    ) -> None:
+        """A multipart ETag over 40 parts (5 per range) verifies with the parts
+        hashed 16 at a time from disk, and with hashlib as they arrive."""
+        monkeypatch.setattr("storage_init.engine.md5_lanes_available", lambda: lanes)
+        data = os.urandom(40 * MiB - 7)
+        store = MemoryBackend()
+        store.put("b", "big.bin", data, part_size=MiB)
+        report = await download(
+            "memory://b/big.bin", tmp_path, config=_config(), backends={"memory": store}
+        )
+        assert (tmp_path / "big.bin").read_bytes() == data
+        assert report.files[0].verification == "multipart-etag"
 
     async def test_small_multipart_object(self, tmp_path: Path) -> None:
         """A small object uploaded in parts is fetched whole and checked by parts."""
@@ -320,3 +338,21 @@ class TestTransfer:
                 backends={"memory": store},
             )
             assert report.files[0].verification == label
+
+
+class TestFillLanes:
+    @pytest.mark.parametrize(
+        ("counts", "taken"),
+        [
+            pytest.param([1] * 17, 16, id="seventeenth-waits"),
+            pytest.param([1] * 32, 32, id="two-calls"),
+            pytest.param([5, 5, 5, 5], 3, id="whole-ranges-within-16"),
+            pytest.param([20], 1, id="one-range-of-more-than-16"),
+            pytest.param([4] * 8, 8, id="exactly-32"),
+        ],
+    )
+    def test_whole_calls(self, counts: list[int], taken: int) -> None:
+        """The batch is the longest prefix of ready ranges that fills whole calls
+        of 16 parts (at least one range)."""
+        ranges = [ByteRange(0, n, (1,) * n) for n in counts]
+        assert _fill_lanes(ranges, list(range(len(counts)))) == list(range(taken))

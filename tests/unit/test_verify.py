@@ -259,3 +259,66 @@ class TestFileDigest:
             digest.update(index, bytes(data[r.start : r.end]), threaded=True)
         with pytest.raises(IntegrityError, match="multipart ETag mismatch"):
             digest.verify(size=len(data), written=len(data))
+
+
+class TestLanes:
+    def _digest(self, data: bytes, *, lanes: bool) -> FileDigest:
+        info = MemoryBackend().put("b", "k", data, part_size=3000)
+        check = choose_check(info, VerifyMode.AUTO)
+        parts = [3000] * (len(data) // 3000) + [len(data) % 3000]
+        ranges = plan_ranges(len(data), 6000, [p for p in parts if p])
+        return FileDigest(check, ranges, lanes=lanes)
+
+    def test_parts_hashed_in_batches(self, tmp_path) -> None:
+        """With lanes, worker threads leave the part MD5s alone; batches of ranges
+        in any order are hashed from the file, and the multipart ETag matches."""
+        data = os.urandom(50_000)
+        digest = self._digest(data, lanes=True)
+        assert digest.lanes
+        for index, r in enumerate(digest.byte_ranges):
+            digest.update(index, data[r.start : r.end], threaded=True)
+        assert all(digest.needs_readback(i) for i in range(len(digest.byte_ranges)))
+        path = tmp_path / "written"
+        path.write_bytes(data)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            digest.hash_written_parts(fd, [6, 2, 8])
+            digest.hash_written_parts(fd, [0, 1, 3, 4, 5, 7])
+        finally:
+            os.close(fd)
+        assert not any(digest.needs_readback(i) for i in range(9))
+        digest.verify(size=len(data), written=len(data))
+
+    def test_corruption_on_disk(self, tmp_path) -> None:
+        """A byte that differs on disk fails the multipart ETag."""
+        data = bytearray(os.urandom(20_000))
+        digest = self._digest(bytes(data), lanes=True)
+        data[12_345] ^= 1
+        path = tmp_path / "written"
+        path.write_bytes(data)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            digest.hash_written_parts(fd, range(len(digest.byte_ranges)))
+        finally:
+            os.close(fd)
+        with pytest.raises(IntegrityError, match="multipart ETag mismatch"):
+            digest.verify(size=len(data), written=len(data))
+
+    def test_not_for_other_checks(self) -> None:
+        """Lanes are for part MD5s alone: not with a whole-file digest beside them
+        (strict SHA-256), nor for a file hashed inline, nor when not offered."""
+        data = os.urandom(10_000)
+        store = MemoryBackend()
+        store.put("b", "k", data, part_size=3000)
+        store.put_sha256("b", "k")
+        info = store._buckets["b"]["k"].info
+        ranges = plan_ranges(len(data), 3000, [3000, 3000, 3000, 1000])
+        strict = choose_check(info, VerifyMode.STRICT)
+        plain = MemoryBackend().put("b", "k", data, part_size=3000)
+        auto = choose_check(plain, VerifyMode.AUTO)
+        assert "sha256" in strict.whole
+        assert not FileDigest(strict, ranges, lanes=True).lanes
+        one = plan_ranges(len(data), 1 << 20, [3000, 3000, 3000, 1000])
+        assert not FileDigest(auto, one, inline_limit=1 << 20, lanes=True).lanes
+        assert not FileDigest(auto, ranges, lanes=False).lanes
+        assert FileDigest(auto, ranges, lanes=True).lanes
