@@ -81,7 +81,9 @@ def available() -> bool:
     return _kernel() is not None
 
 
-def md5_spans(fd: int, spans: Sequence[tuple[int, int]]) -> list[bytes]:
+def md5_spans(
+    fd: int, spans: Sequence[tuple[int, int]], *, kernel: _Kernel | None = None
+) -> list[bytes]:
     """Return the MD5 digest of each ``(offset, length)`` span of file `fd`, in order.
 
     Blocking: run it in a thread. Memory: one buffer of 16 x (64 KiB + 128) bytes.
@@ -89,12 +91,18 @@ def md5_spans(fd: int, spans: Sequence[tuple[int, int]]) -> list[bytes]:
     complete: reading in Python, each of the 17 calls per step would wait for the
     GIL behind the threads receiving the download (5 ms each, at worst).
 
+    Args:
+        fd: the file, open for reading.
+        spans: ``(offset, length)`` pairs; they may overlap.
+        kernel: another build of the kernel (tests: each CPU variant); default
+            the package's.
+
     Raises:
         RuntimeError: the kernel is not `available`.
         IntegrityError: the file ends before a span does.
         OSError: a read failed.
     """
-    kernel = _kernel()
+    kernel = kernel or _kernel()
     if kernel is None:
         msg = f"the MD5 kernel {LIBRARY.name} is not built"
         raise RuntimeError(msg)

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -9,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from storage_init import _md5lanes
-from storage_init._md5lanes import STEP, available, md5_spans
+from storage_init._md5lanes import STEP, _Kernel, available, md5_spans
 from storage_init.errors import IntegrityError
 
 #: Lengths around every boundary the padding and the 64 KiB steps have.
@@ -99,3 +102,38 @@ class TestKernel:
         assert not _md5lanes.available()
         with pytest.raises(RuntimeError, match="not built"):
             md5_spans(0, [(0, 1)])
+
+
+#: Each variant target_clones picks from, built alone: this machine's CPU runs
+#: only the best one in the package's build.
+VARIANTS = {
+    "sse2": ["-mno-avx", "-mno-avx2", "-mno-avx512f"],
+    "avx2": ["-mavx2", "-mno-avx512f"],
+    "avx512": ["-mavx512f"],
+}
+
+
+@pytest.mark.skipif(
+    shutil.which("gcc") is None or os.uname().machine != "x86_64",
+    reason="needs gcc on x86-64",
+)
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_cpu_variants(tmp_path: Path, variant: str) -> None:
+    """Every x86-64 variant of the kernel hashes as hashlib does."""
+    if variant == "avx512" and "avx512f" not in Path("/proc/cpuinfo").read_text():
+        pytest.skip("this CPU has no AVX-512")
+    library = tmp_path / f"{variant}.so"
+    source = Path(_md5lanes.__file__).with_name("_md5x16.c")
+    flags = ["-O3", "-fPIC", "-shared", "-nostdlib", "-Wno-psabi", "-DMD5X16_NO_CLONES"]
+    subprocess.run(
+        ["gcc", *flags, *VARIANTS[variant], "-o", str(library), str(source)],
+        check=True,
+    )
+    kernel = _Kernel(ctypes.CDLL(str(library)))
+    data = os.urandom(2 * STEP + 999)
+    spans = [(i * 13, n) for i, n in enumerate(EDGES)] * 2
+    fd = _file(tmp_path, data)
+    try:
+        assert md5_spans(fd, spans, kernel=kernel) == _expected(data, spans)
+    finally:
+        os.close(fd)
