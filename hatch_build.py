@@ -1,9 +1,10 @@
 """Build hook: compile the multi-lane MD5 kernel (storage_init/_md5x16.c).
 
-The kernel is a freestanding shared library (no libc, no Python headers) that
-storage-init loads with ctypes, so one build serves every Python version and the
-wheel is tagged ``py3-none-<platform>``. Without a C compiler the wheel stays pure
-Python and multipart ETags are hashed with hashlib, 10-15x slower.
+The kernel is a shared library that links against nothing and needs no Python
+headers; storage-init loads it with ctypes, so one build serves every Python
+version and the wheel is tagged ``py3-none-<platform>``. Without a C compiler the
+wheel stays pure Python and multipart ETags are hashed with hashlib: 2.5x (SSE2,
+AVX2) to 7x (AVX-512) more CPU time.
 
 Environment:
     CC: the compiler (default: Python's own, else ``cc``).
