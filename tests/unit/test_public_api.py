@@ -56,7 +56,7 @@ class TestPublicAPI:
         assert storage_init.IntegrityError is errors.IntegrityError
         assert set(dir(storage_init)) >= set(storage_init.__all__)
         with pytest.raises(AttributeError, match="no attribute 'nope'"):
-            _ = storage_init.nope
+            _ = storage_init.nope  # type: ignore[attr-defined]
 
     def test_errors_are_builtin_compatible(self) -> None:
         """Not-found and denied errors are also FileNotFoundError/PermissionError."""
