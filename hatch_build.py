@@ -1,14 +1,16 @@
-"""Build hook: compile the multi-lane MD5 kernel (storage_init/_md5x16.c).
+"""Build hook: compile the package's kernels into storage_init/_kernels.so.
 
-The kernel is a shared library that links against nothing and needs no Python
-headers; storage-init loads it with ctypes, so one build serves every Python
-version and the wheel is tagged ``py3-none-<platform>``. Without a C compiler the
-wheel stays pure Python and multipart ETags are hashed with hashlib: 2.5x (SSE2,
-AVX2) to 7x (AVX-512) more CPU time.
+The sources are ``_md5x16.c`` (MD5 of 16 messages at once, for multipart ETags) and
+``_crcfold.c`` (CRC-64/NVME, CRC-32C, CRC-32 by carry-less multiplication). The
+library links against nothing and needs no Python headers; storage-init loads it
+with ctypes, so one build serves every Python version and the wheel is tagged
+``py3-none-<platform>``. Without a C compiler the wheel stays pure Python:
+multipart ETags are hashed with hashlib (2.5x with SSE2 or AVX2, 7x with AVX-512,
+more CPU time) and CRCs come from awscrt and zlib.
 
 Environment:
     CC: the compiler (default: Python's own, else ``cc``).
-    STORAGE_INIT_NATIVE: ``require`` fails the build if the kernel does not
+    STORAGE_INIT_NATIVE: ``require`` fails the build if the library does not
         compile (the container image sets it); ``skip`` does not try.
 """
 
@@ -25,17 +27,17 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-SOURCE = "storage_init/_md5x16.c"
-LIBRARY = "storage_init/_md5x16.so"
+SOURCES = ("storage_init/_md5x16.c", "storage_init/_crcfold.c")
+LIBRARY = "storage_init/_kernels.so"
 FLAGS = ["-O3", "-fPIC", "-shared", "-nostdlib", "-s", "-Wall", "-Wno-psabi"]
 
 
-def compile_kernel(source: Path, output: Path) -> str | None:
-    """Compile the kernel; return why it failed, or None."""
+def compile_library(root: Path, output: Path) -> str | None:
+    """Compile the library; return why it failed, or None."""
     cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
     # libgcc provides the CPU detection behind target_clones; clang builds (no
     # target_clones) do not need it.
-    cmd = [*cc, *FLAGS, "-o", str(output), str(source)]
+    cmd = [*cc, *FLAGS, "-o", str(output), *(str(root / s) for s in SOURCES)]
     for extra in (["-lgcc"], []):
         try:
             done = subprocess.run(
@@ -49,10 +51,10 @@ def compile_kernel(source: Path, output: Path) -> str | None:
 
 
 class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
-    """Compile the kernel for wheel and editable builds."""
+    """Compile the library for wheel and editable builds."""
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
-        """Compile the kernel and tag the wheel for this platform, if it builds."""
+        """Compile the library and tag the wheel for this platform, if it builds."""
         if self.target_name != "wheel":
             return
         mode = os.environ.get("STORAGE_INIT_NATIVE", "auto")
@@ -67,14 +69,14 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             # replaces the library an editable install in this tree is using.
             self._scratch = tempfile.TemporaryDirectory(prefix="storage-init-build-")
             output = Path(self._scratch.name, Path(LIBRARY).name)
-        error = compile_kernel(root / SOURCE, output)
+        error = compile_library(root, output)
         if error is not None:
             if mode == "require":
-                msg = f"cannot compile {SOURCE}: {error}"
+                msg = f"cannot compile {LIBRARY}: {error}"
                 raise RuntimeError(msg)
             print(
-                f"storage-init: {SOURCE} not compiled ({error}); "
-                "multipart ETags will be hashed with hashlib",
+                f"storage-init: {LIBRARY} not compiled ({error}); "
+                "MD5s and CRCs will come from hashlib, awscrt and zlib",
                 file=sys.stderr,
             )
             return

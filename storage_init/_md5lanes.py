@@ -7,9 +7,8 @@ messages. One MD5 runs at ~0.6 GiB/s whatever the CPU (a serial chain of steps);
 read back from the written file 64 KiB per lane at a time, into one buffer that
 stays in the L2 cache, and hashed there: reads and hashing both in the kernel.
 
-The kernel is a C library built with the wheel when a C compiler is at hand
-(`hatch_build.py`) and loaded with ctypes, which releases the GIL for the call.
-Without it `available()` is false and callers use hashlib.
+The kernel is part of the package's C library (`_native`); ctypes releases the GIL
+for the call. Without the library `available()` is false and callers use hashlib.
 """
 
 from __future__ import annotations
@@ -18,18 +17,15 @@ import ctypes
 import os
 import struct
 from functools import cache
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ._native import LIBRARY, library
 from .errors import IntegrityError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
 __all__ = ["LANES", "LIBRARY", "STEP", "available", "md5_spans"]
-
-#: The compiled kernel, beside this module.
-LIBRARY = Path(__file__).with_name("_md5x16.so")
 
 LANES = 16
 
@@ -69,11 +65,9 @@ class _Kernel:
 
 @cache
 def _kernel() -> _Kernel | None:
-    """Return the loaded kernel, or None if it cannot be loaded."""
-    try:
-        return _Kernel(ctypes.CDLL(str(LIBRARY)))
-    except (OSError, AttributeError):
-        return None
+    """Return the loaded kernel, or None if the library is not built."""
+    native = library()
+    return None if native is None else _Kernel(native)
 
 
 def available() -> bool:

@@ -1,0 +1,50 @@
+"""The package's compiled kernels: one shared library, loaded with ctypes.
+
+``_kernels.so`` is built with the wheel from ``_md5x16.c`` (MD5 of 16 messages at
+once) and ``_crcfold.c`` (CRC-64/NVME, CRC-32C and CRC-32 by carry-less
+multiplication) when a C compiler is at hand (``hatch_build.py``). It needs no
+Python headers and links against nothing, so one build serves every Python;
+ctypes releases the GIL for each call. Without it, `library` is None and callers
+fall back (hashlib for MD5; awscrt or zlib for CRCs).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from functools import cache
+from pathlib import Path
+
+__all__ = ["LIBRARY", "library", "pointer"]
+
+#: The compiled library, beside this module.
+# Not "_native.so": Python would import that name as an extension module.
+LIBRARY = Path(__file__).with_name("_kernels.so")
+
+
+@cache
+def library() -> ctypes.CDLL | None:
+    """Return the loaded library (its tables initialised), or None if absent."""
+    try:
+        native = ctypes.CDLL(str(LIBRARY))
+        native.crc_init()
+    except (OSError, AttributeError):
+        return None
+    return native
+
+
+def pointer(
+    data: bytes | bytearray | memoryview,
+) -> bytes | ctypes.Array[ctypes.c_char]:
+    """`data` as a ctypes ``char *`` argument, without a copy where possible.
+
+    bytes pass as they are and writable buffers (the receive path's memoryviews
+    over a bytearray) by address; a read-only view that is not a whole bytes
+    object is copied, which only the slower paths (bodies read on the event
+    loop) produce.
+    """
+    if isinstance(data, bytes):
+        return data
+    view = memoryview(data)
+    if view.readonly:
+        return view.tobytes()
+    return (ctypes.c_char * view.nbytes).from_buffer(view)

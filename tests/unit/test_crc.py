@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import os
+import zlib
+
+import pytest
+from awscrt import checksums
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from storage_init import _crc
+from storage_init._crc import CRC_ALGORITHMS, crc_algorithm
+from storage_init._native import library
+
+#: The reference implementations: awscrt's (what botocore uses) and zlib's.
+REFERENCE = {
+    "crc64nvme": checksums.crc64nvme,
+    "crc32c": checksums.crc32c,
+    "crc32": zlib.crc32,
+}
+#: The catalogue's check values: the CRC of b"123456789".
+CHECK = {"crc64nvme": 0xAE8B14860A799888, "crc32c": 0xE3069283, "crc32": 0xCBF43926}
+#: Around the folding path's edges: 256 bytes and up fold, 128-byte strides, 16-byte
+#: blocks, then a tail.
+LENGTHS = [0, 1, 15, 16, 17, 127, 128, 255, 256, 257, 271, 383, 384, 1000, 4096 + 7]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_algorithms():
+    crc_algorithm.cache_clear()
+    yield
+    crc_algorithm.cache_clear()
+
+
+class TestNativeCrc:
+    def test_built_and_folding(self) -> None:
+        """The library is built and uses carry-less multiplication on this CPU."""
+        native = library()
+        assert native is not None
+        assert native.crc_folds() >= 1
+
+    def test_native_is_chosen(self) -> None:
+        """With the library, the package's own code computes every CRC."""
+        for name in CRC_ALGORITHMS:
+            assert crc_algorithm(name).update.__qualname__.startswith(
+                "_native_algorithm"
+            )
+
+    @pytest.mark.parametrize("name", CRC_ALGORITHMS)
+    def test_check_values(self, name: str) -> None:
+        """The catalogue's check value for each CRC."""
+        assert crc_algorithm(name).update(b"123456789", 0) == CHECK[name]
+
+    @pytest.mark.parametrize("name", CRC_ALGORITHMS)
+    def test_lengths_and_buffers(self, name: str) -> None:
+        """Every length around the folding edges, continued from a previous CRC,
+        from bytes, a writable view and a read-only slice, as the references."""
+        crc = crc_algorithm(name)
+        ref = REFERENCE[name]
+        data = os.urandom(5000)
+        for n in LENGTHS:
+            previous = ref(data[n : n + 9], 0)
+            want = ref(data[:n], previous)
+            assert crc.update(data[:n], previous) == want, n
+            assert crc.update(memoryview(bytearray(data))[:n], previous) == want, n
+            assert crc.update(memoryview(data)[:n], previous) == want, n
+
+    @pytest.mark.parametrize("name", CRC_ALGORITHMS)
+    @given(a=st.binary(max_size=3000), b=st.binary(max_size=3000))
+    @settings(max_examples=40, deadline=None)
+    def test_update_and_combine(self, name: str, a: bytes, b: bytes) -> None:
+        """Chunked updates and combination both give the CRC of a || b."""
+        crc = crc_algorithm(name)
+        whole = REFERENCE[name](a + b, 0)
+        assert crc.update(b, crc.update(a, 0)) == whole
+        assert crc.combine(crc.update(a, 0), crc.update(b, 0), len(b)) == whole
+
+    def test_large(self) -> None:
+        """Megabytes (the folding loop's steady state) match the references."""
+        data = os.urandom(3 * 1024 * 1024 + 333)
+        for name in CRC_ALGORITHMS:
+            assert crc_algorithm(name).update(data, 0) == REFERENCE[name](data, 0)
+
+    def test_fallback_without_library(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without the library, awscrt and zlib compute the same values."""
+        monkeypatch.setattr(_crc, "library", lambda: None)
+        crc = crc_algorithm("crc64nvme")
+        assert crc.update is checksums.crc64nvme
+        assert crc_algorithm("crc32").update is zlib.crc32
+        assert crc.update(b"123456789", 0) == CHECK["crc64nvme"]
+
+
+@pytest.mark.parametrize("level", [0, 1], ids=["table", "pclmul"])
+def test_slower_paths(level: int) -> None:
+    """The table and the 128-bit PCLMULQDQ folding (what CPUs without AVX-512
+    run) give the references' values too."""
+    native = library()
+    assert native is not None
+    best = native.crc_folds()
+    assert native.crc_limit(level) == min(level, best)
+    try:
+        data = os.urandom(100_000)
+        for name in CRC_ALGORITHMS:
+            crc = _crc._native_algorithm(native, name)
+            for n in [*LENGTHS, len(data)]:
+                assert crc.update(data[:n], 5) == REFERENCE[name](data[:n], 5), n
+    finally:
+        native.crc_limit(2)
