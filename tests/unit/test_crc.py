@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import zlib
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from storage_init import _crc
 from storage_init._crc import CRC_ALGORITHMS, crc_algorithm
 from storage_init._native import library
+from storage_init.errors import BackendUnavailableError
 
 #: The reference implementations: awscrt's (what botocore uses) and zlib's.
 REFERENCE = {
@@ -88,6 +90,27 @@ class TestNativeCrc:
         assert crc.update is checksums.crc64nvme
         assert crc_algorithm("crc32").update is zlib.crc32
         assert crc.update(b"123456789", 0) == CHECK["crc64nvme"]
+
+
+def test_neither_library_nor_awscrt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no way to compute a CRC, the error names the extra that brings one."""
+    monkeypatch.setattr(_crc, "library", lambda: None)
+    monkeypatch.setitem(sys.modules, "awscrt", None)
+    with pytest.raises(BackendUnavailableError, match=r"storage-init\[crc\]"):
+        crc_algorithm("crc32c")
+
+
+def test_table_when_awscrt_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU without folding and without awscrt, the library's table serves."""
+    native = library()
+    assert native is not None
+    monkeypatch.setitem(sys.modules, "awscrt", None)
+    native.crc_limit(0)
+    try:
+        crc = crc_algorithm("crc64nvme")
+        assert crc.update(b"123456789", 0) == CHECK["crc64nvme"]
+    finally:
+        native.crc_limit(2)
 
 
 @pytest.mark.parametrize("level", [0, 1], ids=["table", "pclmul"])
