@@ -5,7 +5,7 @@ once) and ``_crcfold.c`` (CRC-64/NVME, CRC-32C and CRC-32 by carry-less
 multiplication) when a C compiler is at hand (``hatch_build.py``). It needs no
 Python headers and links against nothing, so one build serves every Python;
 ctypes releases the GIL for each call. Without it, `library` is None and callers
-fall back (hashlib for MD5; awscrt or zlib for CRCs).
+fall back (hashlib for MD5, awscrt for CRCs).
 """
 
 from __future__ import annotations
