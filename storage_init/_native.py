@@ -46,5 +46,8 @@ def pointer(
         return data
     view = memoryview(data)
     if view.readonly:
+        whole = view.obj
+        if isinstance(whole, bytes) and len(whole) == view.nbytes:
+            return whole
         return view.tobytes()
     return (ctypes.c_char * view.nbytes).from_buffer(view)
