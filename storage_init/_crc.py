@@ -5,7 +5,8 @@ Per-range CRCs combine into the CRC of the whole object without a second pass:
 own (`_native`, ``_crcfold.c``: carry-less multiplication, 9-14 GiB/s here, with
 AVX-512's four blocks per instruction) where the CPU has PCLMULQDQ; elsewhere, or
 without the compiled library, awscrt's (the ``s3`` extra; botocore uses it for the
-same checksums) and zlib's CRC32. Both release the GIL. The package's own spares the
+same checksums) and zlib's CRC32. The package's own holds the GIL for a chunk's CRC,
+as awscrt does (see `_native.library_holding_gil`). It spares the
 process awscrt's 12 MB library, whose loading took 26 ms of the first request's
 path, and computes CRC32 6x faster than zlib.
 """
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
-from ._native import LIBRARY, library, pointer
+from ._native import LIBRARY, library_holding_gil, pointer
 from .errors import BackendUnavailableError
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def crc_algorithm(name: str) -> CrcAlgorithm:
     """
     if name not in CRC_ALGORITHMS:
         raise KeyError(name)
-    native = library()
+    native = library_holding_gil()
     if native is not None and native.crc_folds():
         return _native_algorithm(native, name)
     try:

@@ -85,7 +85,7 @@ class TestNativeCrc:
 
     def test_fallback_without_library(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Without the library, awscrt and zlib compute the same values."""
-        monkeypatch.setattr(_crc, "library", lambda: None)
+        monkeypatch.setattr(_crc, "library_holding_gil", lambda: None)
         crc = crc_algorithm("crc64nvme")
         assert crc.update is checksums.crc64nvme
         assert crc_algorithm("crc32").update is zlib.crc32
@@ -94,7 +94,7 @@ class TestNativeCrc:
 
 def test_neither_library_nor_awscrt(monkeypatch: pytest.MonkeyPatch) -> None:
     """With no way to compute a CRC, the error names the extra that brings one."""
-    monkeypatch.setattr(_crc, "library", lambda: None)
+    monkeypatch.setattr(_crc, "library_holding_gil", lambda: None)
     monkeypatch.setitem(sys.modules, "awscrt", None)
     with pytest.raises(BackendUnavailableError, match=r"storage-init\[crc\]"):
         crc_algorithm("crc32c")
