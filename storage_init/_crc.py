@@ -14,7 +14,6 @@ path, and computes CRC32 6x faster than zlib.
 from __future__ import annotations
 
 import base64
-import ctypes
 import zlib
 from dataclasses import dataclass
 from functools import cache
@@ -24,6 +23,7 @@ from ._native import LIBRARY, library_holding_gil, pointer
 from .errors import BackendUnavailableError
 
 if TYPE_CHECKING:
+    import ctypes
     from collections.abc import Callable
 
 __all__ = ["CRC_ALGORITHMS", "CrcAlgorithm", "crc_algorithm"]
@@ -95,29 +95,19 @@ _NATIVE_KINDS = {"crc64nvme": 0, "crc32c": 1, "crc32": 2}
 
 
 def _native_algorithm(native: ctypes.CDLL, name: str) -> CrcAlgorithm:
-    """`name` computed and combined by the package's own library."""
+    """`name` computed and combined by the package's own library.
+
+    `native` is a handle from `_native`, whose functions carry their signatures.
+    """
     kind = _NATIVE_KINDS[name]
-    update_fn = native.crc_update
-    update_fn.restype = ctypes.c_uint64
-    update_fn.argtypes = [
-        ctypes.c_int,
-        ctypes.c_char_p,
-        ctypes.c_size_t,
-        ctypes.c_uint64,
-    ]
-    combine_fn = native.crc_combine
-    combine_fn.restype = ctypes.c_uint64
-    combine_fn.argtypes = [
-        ctypes.c_int,
-        ctypes.c_uint64,
-        ctypes.c_uint64,
-        ctypes.c_uint64,
-    ]
+    update_fn, combine_fn = native.crc_update, native.crc_combine
 
     def update(data: bytes | memoryview, previous: int) -> int:
-        return int(update_fn(kind, pointer(data), len(data), previous))
+        result: int = update_fn(kind, pointer(data), len(data), previous)
+        return result
 
     def combine(crc_a: int, crc_b: int, len_b: int) -> int:
-        return int(combine_fn(kind, crc_a, crc_b, len_b))
+        result: int = combine_fn(kind, crc_a, crc_b, len_b)
+        return result
 
     return CrcAlgorithm(name, 8 if kind == 0 else 4, update, combine)

@@ -13,12 +13,26 @@ from __future__ import annotations
 import ctypes
 from functools import cache
 from pathlib import Path
+from typing import TypeVar
 
 __all__ = ["LIBRARY", "library", "library_holding_gil", "pointer"]
 
 #: The compiled library, beside this module.
 # Not "_native.so": Python would import that name as an extension module.
 LIBRARY = Path(__file__).with_name("_kernels.so")
+
+
+_U64 = ctypes.c_uint64
+_Handle = TypeVar("_Handle", bound=ctypes.CDLL)
+
+
+def _declare(native: _Handle) -> _Handle:
+    """Give the CRC functions of a handle on the library their C signatures."""
+    native.crc_update.restype = _U64
+    native.crc_update.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, _U64]
+    native.crc_combine.restype = _U64
+    native.crc_combine.argtypes = [ctypes.c_int, _U64, _U64, _U64]
+    return native
 
 
 @cache
@@ -29,7 +43,7 @@ def library() -> ctypes.CDLL | None:
         native.crc_init()
     except (OSError, AttributeError):
         return None
-    return native
+    return _declare(native)
 
 
 @cache
@@ -44,7 +58,7 @@ def library_holding_gil() -> ctypes.PyDLL | None:
     """
     if library() is None:
         return None
-    return ctypes.PyDLL(str(LIBRARY))
+    return _declare(ctypes.PyDLL(str(LIBRARY)))
 
 
 def pointer(

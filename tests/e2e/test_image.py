@@ -79,25 +79,27 @@ def test_stripped_tree_is_small(image_tree: Path) -> None:
     assert size < 22 * 1000 * 1000, size
 
 
-def test_md5_kernel_loads(image_tree: Path) -> None:
-    """The image's wheel carries the multi-lane MD5 kernel, and it loads there."""
-    result = subprocess.run(
-        [
-            str(image_tree / "bin" / "python"),
-            "-I",
-            "-B",
-            "-c",
-            "import storage_init._md5lanes as m; assert m.available(), m.LIBRARY",
-        ],
-        env={"PATH": ""},
+def _image_python(
+    image_tree: Path, args: list[str], env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run the tree's python as the image does: -I -B, from /, as UID 65532."""
+    return subprocess.run(
+        [str(image_tree / "bin" / "python"), "-I", "-B", *args],
+        env=env,
         cwd="/",
         user=NONROOT,
         group=NONROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
+
+
+def test_md5_kernel_loads(image_tree: Path) -> None:
+    """The image's wheel carries the multi-lane MD5 kernel, and it loads there."""
+    code = "import storage_init._md5lanes as m; assert m.available(), m.LIBRARY"
+    result = _image_python(image_tree, ["-c", code], {"PATH": ""}, timeout=60)
     assert result.returncode == 0, result.stderr
 
 
@@ -121,27 +123,9 @@ def test_runs_like_distroless(image_tree: Path, s3_server: S3Server) -> None:
             **s3_server.env(),
             "AWS_EC2_METADATA_DISABLED": "true",
         }
-        result = subprocess.run(
-            [
-                str(image_tree / "bin" / "python"),
-                "-I",
-                "-B",
-                "-m",
-                "storage_init",
-                "--report",
-                str(dest / ".report.json"),
-                f"s3://{s3_server.bucket}/image/m",
-                str(dest),
-            ],
-            env=env,
-            cwd="/",
-            user=NONROOT,
-            group=NONROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        args = ["-m", "storage_init", "--report", str(dest / ".report.json")]
+        args += [f"s3://{s3_server.bucket}/image/m", str(dest)]
+        result = _image_python(image_tree, args, env, timeout=120)
         assert result.returncode == 0, result.stderr
         report = json.loads((dest / ".report.json").read_text())
         methods = {f["path"]: f["verification"] for f in report["pairs"][0]["files"]}
