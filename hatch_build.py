@@ -5,8 +5,8 @@ The sources are ``_md5x16.c`` (MD5 of 16 messages at once, for multipart ETags) 
 library links against nothing and needs no Python headers; storage-init loads it
 with ctypes, so one build serves every Python version and the wheel is tagged
 ``py3-none-<platform>``. Without a C compiler the wheel stays pure Python:
-multipart ETags are hashed with hashlib (2.5x with SSE2 or AVX2, 7x with AVX-512,
-more CPU time) and CRCs come from awscrt and zlib.
+multipart ETags are hashed with hashlib (3.2-3.4x with SSE2 or AVX2, 8x with AVX-512,
+more CPU time: benchmarks/kernels.py) and CRCs come from awscrt and zlib.
 
 Environment:
     CC: the compiler (default: Python's own, else ``cc``).

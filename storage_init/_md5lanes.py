@@ -3,9 +3,10 @@
 A multipart ETag is the MD5 of its parts' MD5s, and the parts are independent
 messages. One MD5 runs at ~0.6 GiB/s whatever the CPU (a serial chain of steps);
 16 of them advance together in the lanes of one vector for about the cost of one
-(9.7 GiB/s on this machine's AVX-512, measured on bytes in cache). So parts are
-read back from the written file 64 KiB per lane at a time, into one buffer that
-stays in the L2 cache, and hashed there: reads and hashing both in the kernel.
+(4.25 GiB/s on this machine's AVX-512 with the read-back, hashlib 0.52:
+`benchmarks/kernels.py`). So parts are read back from the written file 64 KiB
+per lane at a time, into one buffer that stays in the L2 cache, and hashed there:
+reads and hashing both in the kernel.
 
 The kernel is part of the package's C library (`_native`); ctypes releases the GIL
 for the call. Without the library `available()` is false and callers use hashlib.

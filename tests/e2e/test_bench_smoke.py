@@ -69,3 +69,22 @@ def test_harness_runs(tmp_path) -> None:
         "storage-init's median wall time"
         in (tmp_path / "out" / "latest.md").read_text()
     )
+
+
+def test_kernels_benchmark_runs(tmp_path) -> None:
+    """The kernels benchmark measures every row it reports, on 1 MiB."""
+    args = ["--mib", "1", "--runs", "1", "--out", str(tmp_path)]
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.kernels", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = (tmp_path / "kernels.md").read_text().splitlines()
+    measured = [r for r in rows if r.startswith("| ") and not r.startswith("| what")]
+    assert any("MD5 x16 lanes" in r for r in measured)
+    assert any("crc64nvme, storage-init" in r for r in measured)
+    assert all(float(r.rsplit("|", 2)[1]) > 0 for r in measured)
