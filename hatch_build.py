@@ -1,7 +1,8 @@
 """Build hook: compile the package's kernels into storage_init/_kernels.so.
 
-The sources are ``_md5x16.c`` (MD5 of 16 messages at once, for multipart ETags) and
-``_crcfold.c`` (CRC-64/NVME, CRC-32C, CRC-32 by carry-less multiplication). The
+The sources are ``_md5x16.c`` (MD5 of 16 messages at once, for multipart ETags),
+``_crcfold.c`` (CRC-64/NVME, CRC-32C, CRC-32 by carry-less multiplication) and
+``_recvfile.c`` (the receive loop of a plain-TCP body: socket, file, CRC). The
 library links against nothing and needs no Python headers; storage-init loads it
 with ctypes, so one build serves every Python version and the wheel is tagged
 ``py3-none-<platform>``. Without a C compiler the wheel stays pure Python:
@@ -27,7 +28,11 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-SOURCES = ("storage_init/_md5x16.c", "storage_init/_crcfold.c")
+SOURCES = (
+    "storage_init/_md5x16.c",
+    "storage_init/_crcfold.c",
+    "storage_init/_recvfile.c",
+)
 LIBRARY = "storage_init/_kernels.so"
 FLAGS = ["-O3", "-fPIC", "-shared", "-nostdlib", "-s", "-Wall", "-Wno-psabi"]
 

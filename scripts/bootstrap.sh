@@ -36,7 +36,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-stamp=.venv/.bootstrap-$(cat pyproject.toml scripts/bootstrap.sh hatch_build.py storage_init/_md5x16.c storage_init/_crcfold.c | cksum | cut -d' ' -f1)
+stamp=.venv/.bootstrap-$(cat pyproject.toml scripts/bootstrap.sh hatch_build.py storage_init/*.c | cksum | cut -d' ' -f1)
 if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   # pip >= 25.1 installs PEP 735 dependency groups (--group).

@@ -41,12 +41,15 @@ class CrcAlgorithm:
         width: digest size in bytes.
         update: ``update(data, previous) -> crc``; ``previous`` is 0 at the start.
         combine: ``combine(crc_a, crc_b, len_b) -> crc of a || b``.
+        native: the package library's number for it, when the library computes
+            it (so native code, `_recvfile`, may too); else None.
     """
 
     name: str
     width: int
     update: Callable[[bytes | memoryview, int], int]
     combine: Callable[[int, int, int], int]
+    native: int | None = None
 
     def digest(self, value: int) -> bytes:
         """Return `value` as big-endian bytes, the order stores encode."""
@@ -110,4 +113,4 @@ def _native_algorithm(native: ctypes.CDLL, name: str) -> CrcAlgorithm:
         result: int = combine_fn(kind, crc_a, crc_b, len_b)
         return result
 
-    return CrcAlgorithm(name, 8 if kind == 0 else 4, update, combine)
+    return CrcAlgorithm(name, 8 if kind == 0 else 4, update, combine, kind)

@@ -1,8 +1,9 @@
 """The package's compiled kernels: one shared library, loaded with ctypes.
 
 ``_kernels.so`` is built with the wheel from ``_md5x16.c`` (MD5 of 16 messages at
-once) and ``_crcfold.c`` (CRC-64/NVME, CRC-32C and CRC-32 by carry-less
-multiplication) when a C compiler is at hand (``hatch_build.py``). It needs no
+once), ``_crcfold.c`` (CRC-64/NVME, CRC-32C and CRC-32 by carry-less
+multiplication) and ``_recvfile.c`` (a body's receive loop: socket, file, CRC)
+when a C compiler is at hand (``hatch_build.py``). It needs no
 Python headers and links against nothing, so one build serves every Python;
 ctypes releases the GIL for each call. Without it, `library` is None and callers
 fall back (hashlib for MD5, awscrt for CRCs).
@@ -27,11 +28,24 @@ _Handle = TypeVar("_Handle", bound=ctypes.CDLL)
 
 
 def _declare(native: _Handle) -> _Handle:
-    """Give the CRC functions of a handle on the library their C signatures."""
+    """Give the functions of a handle on the library their C signatures."""
     native.crc_update.restype = _U64
     native.crc_update.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, _U64]
     native.crc_combine.restype = _U64
     native.crc_combine.argtypes = [ctypes.c_int, _U64, _U64, _U64]
+    native.recv_to_file.restype = ctypes.c_int
+    native.recv_to_file.argtypes = [
+        ctypes.c_void_p,  # struct io *
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.c_int64,
+        _U64,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.POINTER(_U64),
+    ]
     return native
 
 

@@ -65,6 +65,7 @@ from ._md5lanes import LANES
 from ._md5lanes import available as md5_lanes_available
 from ._paths import is_selected, safe_relative
 from ._plan import ByteRange, plan_ranges
+from ._recvfile import FileRun
 from ._resume import resume_token
 from ._retry import RetryBudget
 from ._threads import run_abortable
@@ -897,7 +898,16 @@ class Engine:
         stall = self._cfg.stall_timeout
         offset = offsets[index]
         buffers = [memoryview(b"")]
-        while data := body.read_blocking(chunk, stall):
+        # Natively before the first read (no bytes came with the head) and after
+        # it; a body that cannot then (TLS, chunked) is not asked again.
+        natively = 2
+        while True:
+            if natively:
+                natively -= 1
+                offset = self._receive_natively(body, temp, digest, end, offsets, index)
+            data = body.read_blocking(chunk, stall)
+            if not data:
+                break
             if offset + len(data) > end:
                 msg = "the server sent more bytes than the range holds"
                 raise IntegrityError(msg, uri=uri)
@@ -906,6 +916,49 @@ class Engine:
             digest.update(index, data, threaded=True)
             offset += len(data)
             offsets[index] = offset
+        return offset
+
+    def _receive_natively(
+        self,
+        body: BlockingBody,
+        temp: TempFile,
+        digest: FileDigest,
+        end: int,
+        offsets: list[int],
+        index: int,
+    ) -> int:
+        """`_receive` in native code (`_recvfile`) as far as `body` and `digest` let it.
+
+        One call per CRC segment, each with the GIL released throughout. Returns
+        the offset reached; ``offsets[index]`` and the digest follow every byte
+        written, whatever happens.
+
+        Raises:
+            NetworkError: the connection broke, or stalled for `stall_timeout`.
+            LocalIOError: a write failed.
+        """
+        offset = offsets[index]
+        while offset < end:
+            native = digest.native_crc(index)
+            if native is None:
+                break
+            kind, crc = native
+            room = digest.ranges[index].room or end - offset
+            run = FileRun(temp.final, temp.fd, offset, kind, crc)
+            try:
+                done = body.receive_to_file(
+                    run,
+                    min(room, end - offset),
+                    self._cfg.chunk_size,
+                    self._cfg.stall_timeout,
+                )
+            finally:
+                if run.received:
+                    digest.advance(index, run.crc, run.received)
+                    offset += run.received
+                    offsets[index] = offset
+            if not done:
+                break
         return offset
 
     async def _pump_into(

@@ -203,15 +203,48 @@ class RangeDigest:
             return
         view = memoryview(data)
         while view and self._ends:
-            room = self._ends[-1] - self._pos
-            piece, view = view[:room], view[room:]
-            self._running = crc.update(piece, self._running)
-            self._pos += len(piece)
-            if self._pos == self._ends[-1]:
-                self.crcs.append((self._running, self._pos - self._seg_start))
-                self._running = 0
-                self._seg_start = self._pos
-                self._ends.pop()
+            piece, view = view[: self.room], view[self.room :]
+            self.advance(crc.update(piece, self._running), len(piece))
+
+    @property
+    def room(self) -> int:
+        """Bytes left in the current segment (0 past the last, or without a CRC).
+
+        Bytes CRC'd elsewhere (`native_crc`) must stop at its end, then `advance`.
+        """
+        return self._ends[-1] - self._pos if self._crc and self._ends else 0
+
+    @property
+    def native_crc(self) -> tuple[int, int] | None:
+        """``(kind, running CRC)`` for native code to go on with, or None.
+
+        -1 for the kind when there is no CRC to compute. None when the CRC is not
+        the package library's (awscrt): the bytes must come through `update`.
+        """
+        if self._crc is None:
+            return (-1, 0)
+        if self._crc.native is None:
+            return None
+        return (self._crc.native, self._running)
+
+    def advance(self, crc: int, length: int) -> None:
+        """Record `length` more bytes, within `room`, whose running CRC is now `crc`.
+
+        Raises:
+            ValueError: `length` runs past the current segment.
+        """
+        if self._crc is None:
+            return
+        if length > self.room:
+            msg = "bytes past the end of a segment"
+            raise ValueError(msg)
+        self._running = crc
+        self._pos += length
+        if self._pos == self._ends[-1]:
+            self.crcs.append((self._running, self._pos - self._seg_start))
+            self._running = 0
+            self._seg_start = self._pos
+            self._ends.pop()
 
 
 class FileDigest:
@@ -281,9 +314,33 @@ class FileDigest:
         self.ranges[index].update(data)
         if self.inline:
             self._feed(index, memoryview(data))
-        elif threaded and self.check.segment_md5 and not self._whole and not self.lanes:
+        elif threaded and self._feeds_threaded:
             self._fed[index] = True
             self._feed(index, memoryview(data))
+
+    @property
+    def _feeds_threaded(self) -> bool:
+        """Segment MD5s are computed by the receiving threads, as bytes arrive."""
+        return bool(self.check.segment_md5 and not self._whole and not self.lanes)
+
+    def native_crc(self, index: int) -> tuple[int, int] | None:
+        """What native code receiving range `index` owes this digest, if it may.
+
+        ``(kind, running CRC)`` as `RangeDigest.native_crc`: the bytes feed only
+        the range's CRC here (ordered digests wait for a read-back). None when
+        `update` must see them (inline or threaded MD5s, a CRC not the library's).
+        """
+        if self.inline or self._feeds_threaded:
+            return None
+        return self.ranges[index].native_crc
+
+    def advance(self, index: int, crc: int, length: int) -> None:
+        """Record `length` bytes of range `index` received natively (`native_crc`).
+
+        They stop within the current segment (`RangeDigest.room`); `crc` is the
+        range's running CRC after them.
+        """
+        self.ranges[index].advance(crc, length)
 
     def needs_readback(self, index: int) -> bool:
         """Whether range `index` must be read back for the ordered digests."""

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from contextlib import AbstractAsyncContextManager
 
+    from .._recvfile import FileRun
     from ..config import StorageConfig
     from ..models import ObjectInfo
     from ..uri import ObjectURI
@@ -60,6 +61,25 @@ class BlockingBody(RangeBody, Protocol):
 
         Raises:
             NetworkError: the connection broke, or no byte came for `timeout` s.
+        """
+        ...
+
+    def receive_to_file(
+        self, run: FileRun, count: int, chunk: int, timeout: float
+    ) -> bool:
+        """Receive the next `count` bytes into `run`'s file, CRC and all, if it can.
+
+        Blocks. Does what `read_blocking` of `chunk`-byte chunks and their writes
+        would, natively (`_recvfile`); `run` counts what was done, whatever the
+        outcome.
+
+        Returns:
+            False, having done nothing, when this body cannot (TLS, chunked
+            framing, bytes held back from the head, no native loop): read it.
+
+        Raises:
+            NetworkError: the connection broke, or no byte came for `timeout` s.
+            LocalIOError: a write to the file failed.
         """
         ...
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     import aiohttp
 
+    from .._recvfile import FileRun
     from ..config import ProxyConfig
     from ..models import ObjectInfo
     from ._base import BlockingBody, BlockingGet, RangeBody
@@ -106,6 +107,13 @@ class _WireBody:
         """See `BlockingBody.read_blocking`."""
         with map_errors(self._errors, uri=self._uri):
             return self._response.read_blocking(size, timeout)
+
+    def receive_to_file(
+        self, run: FileRun, count: int, chunk: int, timeout: float
+    ) -> bool:
+        """See `BlockingBody.receive_to_file`."""
+        with map_errors(self._errors, uri=self._uri):
+            return self._response.receive_to_file_blocking(run, count, chunk, timeout)
 
     def abort(self) -> None:
         """See `BlockingBody.abort`."""

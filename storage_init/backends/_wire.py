@@ -45,10 +45,13 @@ from urllib.parse import urlsplit
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from .. import _recvfile as recvfile
 from .._threads import run_abortable
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from .._recvfile import FileRun
 
 __all__ = ["Attempt", "WireError", "WirePool", "WireResponse"]
 
@@ -276,6 +279,57 @@ class _Connection:
             self.done = self._remaining == 0
         return view[:got]
 
+    def receive_to_file(self, run: FileRun, count: int, chunk: int) -> bool:
+        """Receive the body's next `count` bytes straight into `run`'s file.
+
+        The native loop (`_recvfile`) does what `read` and the reader's writes and
+        CRC would, with one release of the GIL. `run` counts what was done,
+        whatever the outcome.
+
+        Returns:
+            False, having done nothing, unless the connection can: plain TCP, a
+            body framed by Content-Length with `count` bytes or more still to
+            come and none held back from the head, and the loop available.
+
+        Raises:
+            WireError: the connection closed mid-body.
+            TimeoutError: nothing arrived within the timeout.
+            OSError: the connection broke.
+            LocalIOError: a write to the file failed.
+        """
+        remaining = self._remaining
+        if (
+            self._tls
+            or self._chunked is not None
+            or self._early
+            or remaining is None
+            or count > remaining
+            or not recvfile.available()
+        ):
+            return False
+        if len(self._buf) < chunk:
+            self._buf = bytearray(chunk)
+            self._view = memoryview(self._buf)
+        complete = False
+        try:
+            complete = recvfile.receive_to_file(
+                self._sock.fileno(), self._buf, chunk, run, count
+            )
+        except (BlockingIOError, TimeoutError):
+            raise self._timed_out() from None
+        except OSError:
+            self.reusable = False
+            raise
+        finally:
+            self._remaining = remaining - run.received
+            self.done = self._remaining == 0
+            if not complete:
+                self.reusable = False
+        if not complete:
+            msg = "the server closed the connection mid-response"
+            raise WireError(msg)
+        return True
+
     def _read_chunked(self, out: memoryview) -> memoryview:
         decoder = self._chunked
         assert decoder is not None
@@ -407,6 +461,13 @@ class WireResponse:
         if timeout is not None:
             self._connection.set_timeout(timeout)
         return self._connection.read(size)
+
+    def receive_to_file_blocking(
+        self, run: FileRun, count: int, chunk: int, timeout: float
+    ) -> bool:
+        """See `_Connection.receive_to_file`; `timeout` as for `read_blocking`."""
+        self._connection.set_timeout(timeout)
+        return self._connection.receive_to_file(run, count, chunk)
 
     async def read(self, size: int) -> memoryview:
         """`read_blocking` in a worker thread."""

@@ -7,6 +7,7 @@ documented error and nothing left on disk.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import time
@@ -23,6 +24,7 @@ from storage_init import (
     TransferConfig,
     download,
 )
+from storage_init import _recvfile as recvfile
 from storage_init.models import MiB
 from tests.conftest import S3Server
 from tests.faultproxy import Faults, fault_proxy
@@ -32,6 +34,16 @@ pytestmark = pytest.mark.integration
 
 SIZE = 24 * MiB + 12345
 PART = 5 * MiB
+
+
+@pytest.fixture(params=["native", "python"])
+def receive_loop(request: pytest.FixtureRequest, monkeypatch) -> str:
+    """Bodies received by the native loop (`_recvfile`), or as without the library."""
+    if request.param == "python":
+        monkeypatch.setattr(recvfile, "available", lambda: False)
+    elif not recvfile.available():
+        pytest.skip("the native library is not built")
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +89,11 @@ def _config(endpoint: str, server: S3Server, **retry: float) -> StorageConfig:
         pytest.param(Faults(refuse=2), id="connection-refused"),
     ],
 )
-async def test_recovers(s3_server, model, tmp_path, faults: Faults) -> None:
+async def test_recovers(
+    s3_server, model, tmp_path, faults: Faults, receive_loop: str
+) -> None:
     """Each fault is retried; the file arrives intact and verified."""
+    faults = copy.deepcopy(faults)  # the parameter's budget is for this test only
     uri, data = model
     with fault_proxy(s3_server.endpoint, faults) as proxy:
         report = await download(
@@ -94,7 +109,9 @@ async def test_recovers(s3_server, model, tmp_path, faults: Faults) -> None:
         assert any(start % PART for start, _ in faults.ranges), faults.ranges
 
 
-async def test_flipped_byte_fails_the_file(s3_server, model, tmp_path) -> None:
+async def test_flipped_byte_fails_the_file(
+    s3_server, model, tmp_path, receive_loop: str
+) -> None:
     """A corrupted body fails verification; no file reaches its final path."""
     uri, _ = model
     faults = Faults(flip_at=3_000_000, budget=1)
@@ -124,7 +141,7 @@ async def test_persistent_resets_give_up(s3_server, model, tmp_path) -> None:
 
 
 async def test_cancelled_while_stalled_returns_at_once(
-    s3_server, model, tmp_path
+    s3_server, model, tmp_path, receive_loop: str
 ) -> None:
     """A download cancelled while its bodies stall returns at once, leaving nothing.
 
@@ -167,9 +184,10 @@ def small_files(s3_server: S3Server) -> tuple[str, dict[str, bytes]]:
     ],
 )
 async def test_small_files_recover(
-    s3_server, small_files, tmp_path, faults: Faults, caplog
+    s3_server, small_files, tmp_path, faults: Faults, caplog, receive_loop: str
 ) -> None:
     """A small file whose GET fails in the lane is retried; all arrive verified."""
+    faults = copy.deepcopy(faults)  # the parameter's budget is for this test only
     uri, files = small_files
     with fault_proxy(s3_server.endpoint, faults) as proxy:
         report = await download(

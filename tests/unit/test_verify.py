@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import os
 from types import MappingProxyType
@@ -246,6 +247,81 @@ class TestFileDigest:
         ]
         _hash_from_file(digest, bytes(data), tmp_path)
         digest.verify(size=len(data), written=len(data))
+
+    @pytest.mark.parametrize(
+        ("checksum", "composite", "lanes"),
+        [
+            pytest.param("crc64nvme", False, False, id="crc64-full"),
+            pytest.param("crc32c", True, False, id="crc32c-composite"),
+            pytest.param(None, False, True, id="multipart-etag-lanes"),
+        ],
+    )
+    def test_native_receive_matches(
+        self, tmp_path, checksum: str | None, composite: bool, lanes: bool
+    ) -> None:
+        """Bytes CRC'd by native code (`native_crc`, `advance`) verify as `update`'s.
+
+        Each run stops at its segment's end (`room`), as the engine's does.
+        """
+        data = os.urandom(20_000)
+        info = MemoryBackend().put(
+            "b", "k", data, part_size=3000, checksum=checksum, composite=composite
+        )
+        check = choose_check(info, VerifyMode.AUTO)
+        parts = [3000] * 6 + [2000]
+        ranges = plan_ranges(len(data), 7000, parts if check.needs_parts else None)
+        digest = FileDigest(check, ranges, lanes=lanes)
+        for index, r in enumerate(ranges):
+            offset = r.start
+            while offset < r.end:
+                native = digest.native_crc(index)
+                assert native is not None
+                kind, crc = native
+                room = digest.ranges[index].room or r.end - offset
+                n = min(room, r.end - offset, 1234)
+                if check.crc is not None:
+                    assert kind == check.crc.native
+                    crc = check.crc.update(data[offset : offset + n], crc)
+                else:
+                    assert kind == -1
+                digest.advance(index, crc, n)
+                offset += n
+        _hash_from_file(digest, data, tmp_path)
+        digest.verify(size=len(data), written=len(data))
+
+    def test_native_receive_only_where_update_need_not_see_the_bytes(self) -> None:
+        """Inline MD5s, part MD5s hashed as bytes arrive, and a CRC that is not
+        the library's (awscrt) need `update`."""
+        data = os.urandom(10_000)
+        store = MemoryBackend()
+        etag = choose_check(store.put("b", "k", data), VerifyMode.AUTO)
+        one = plan_ranges(len(data), 1 << 20)
+        assert FileDigest(etag, one, inline_limit=1 << 20).native_crc(0) is None
+        multipart = choose_check(
+            store.put("b", "m", data, part_size=3000), VerifyMode.AUTO
+        )
+        ranges = plan_ranges(len(data), 3000, [3000, 3000, 3000, 1000])
+        assert FileDigest(multipart, ranges).native_crc(0) is None
+        assert FileDigest(multipart, ranges, lanes=True).native_crc(0) == (-1, 0)
+        crc = choose_check(store.put("b", "c", data, checksum="crc32"), VerifyMode.AUTO)
+        assert crc.crc is not None
+        if crc.crc.native is not None:
+            assert FileDigest(crc, one).native_crc(0) == (crc.crc.native, 0)
+        awscrt = dataclasses.replace(crc, crc=dataclasses.replace(crc.crc, native=None))
+        assert FileDigest(awscrt, one).native_crc(0) is None
+
+    def test_advance_stops_at_the_segment_end(self) -> None:
+        data = os.urandom(6000)
+        check = choose_check(
+            MemoryBackend().put(
+                "b", "k", data, part_size=3000, checksum="crc32c", composite=True
+            ),
+            VerifyMode.AUTO,
+        )
+        digest = FileDigest(check, plan_ranges(6000, 6000, [3000, 3000]))
+        assert digest.ranges[0].room == 3000
+        with pytest.raises(ValueError, match="segment"):
+            digest.advance(0, 0, 3001)
 
     def test_part_md5s_in_worker_threads_see_corruption(self) -> None:
         """A flipped byte seen by a worker thread fails the multipart ETag."""

@@ -13,10 +13,13 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 import pytest
 
+from storage_init import _recvfile as recvfile
+from storage_init._recvfile import FileRun
 from storage_init.backends._wire import WireError, WirePool, _ChunkDecoder
 
 Script = Callable[[bytes, int], list[bytes]]
@@ -385,3 +388,134 @@ async def test_release_after_close_closes_the_connection() -> None:
         pool.release(response)
         assert not any(pool._idle.values())
         assert response._connection._sock.fileno() == -1
+
+
+# -- the native receive loop (`_Connection.receive_to_file`) ---------------------
+
+
+async def _to_file(
+    url: str, pool: WirePool, path: Path, *, tls: bool = False
+) -> tuple[bytes, list[bool]]:
+    """Receive a body as the engine does: natively where the connection can.
+
+    Returns the file's bytes and, per attempt at the native loop, whether it ran.
+    """
+    response = await pool.request(url, {})
+    length = response.content_length or 0
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    attempts: list[bool] = []
+    offset = 0
+    try:
+        while True:
+            if offset < length:
+                run = FileRun(path, fd, offset)
+                attempts.append(
+                    await anyio.to_thread.run_sync(
+                        response.receive_to_file_blocking,
+                        run,
+                        length - offset,
+                        64 << 10,
+                        5.0,
+                    )
+                )
+                offset += run.received
+            data = await response.read(64 << 10)
+            if not data:
+                break
+            os.pwrite(fd, data, offset)
+            offset += len(data)
+        return os.pread(fd, offset, 0), attempts
+    finally:
+        os.close(fd)
+        pool.release(response)
+
+
+needs_native = pytest.mark.skipif(
+    not recvfile.available(), reason="the native library is not built"
+)
+
+
+@needs_native
+async def test_receive_to_file_after_the_head_bytes(tmp_path: Path) -> None:
+    """Bytes that came with the head are read first; the rest go natively.
+
+    The connection is then at the body's end and goes back to the pool.
+    """
+    data = os.urandom(1 << 20)
+    wire = _ok(data)
+    async with scripted(lambda req, n: [wire[:200], wire[200:]]) as url:
+        pool = WirePool(buffer_size=64 << 10)
+        try:
+            got, attempts = await _to_file(url, pool, tmp_path / "f")
+            assert got == data
+            assert True in attempts
+            assert sum(len(c) for c in pool._idle.values()) == 1
+        finally:
+            await pool.aclose()
+
+
+@needs_native
+@pytest.mark.parametrize("framing", ["chunked", "close-delimited", "tls"])
+async def test_receive_to_file_declines(
+    tls_pair: tuple[ssl.SSLContext, str], tmp_path: Path, framing: str
+) -> None:
+    """Chunked, close-delimited and TLS bodies are left to `read`, intact."""
+    data = os.urandom(200_000)
+    server, bundle = tls_pair
+    if framing == "chunked":
+        head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        pieces = [head + f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n\r\n"]
+    elif framing == "close-delimited":
+        pieces = [b"HTTP/1.0 200 OK\r\n\r\n", data]
+    else:
+        pieces = [_ok(data)]
+    async with scripted(
+        lambda req, n: pieces,
+        close=framing == "close-delimited",
+        tls=server if framing == "tls" else None,
+    ) as url:
+        pool = WirePool(verify=bundle)
+        try:
+            response = await pool.request(url, {})
+            run = FileRun(tmp_path / "f", -1, 0)
+            taken = await anyio.to_thread.run_sync(
+                response.receive_to_file_blocking, run, 1000, 64 << 10, 5.0
+            )
+            assert (taken, run.received) == (False, 0)
+            assert await response.read_some(len(data) + 1) == data
+            pool.release(response)
+        finally:
+            await pool.aclose()
+
+
+@needs_native
+async def test_receive_to_file_cut_short(tmp_path: Path) -> None:
+    """A body that ends early is a WireError; what came is written and counted."""
+    data = os.urandom(300_000)
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {1 << 20}\r\n\r\n".encode()
+    async with scripted(lambda req, n: [head, data], close=True) as url:
+        pool = WirePool(buffer_size=64 << 10)
+        try:
+            response = await pool.request(url, {})
+            early = (
+                bytes(await response.read(1)) if response._connection._early else b""
+            )
+            fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+            try:
+                run = FileRun(tmp_path / "f", fd, len(early))
+                with pytest.raises(WireError, match="mid-response"):
+                    await anyio.to_thread.run_sync(
+                        response.receive_to_file_blocking,
+                        run,
+                        (1 << 20) - len(early),
+                        64 << 10,
+                        5.0,
+                    )
+                assert len(early) + run.received == len(data)
+                assert os.pread(fd, run.received, len(early)) == data[len(early) :]
+            finally:
+                os.close(fd)
+            pool.release(response)
+            assert not any(pool._idle.values())
+        finally:
+            await pool.aclose()

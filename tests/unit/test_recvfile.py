@@ -1,0 +1,191 @@
+"""The native receive loop: socket to file at an offset, CRC'd, over a socket pair."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from storage_init import _recvfile as recvfile
+from storage_init._crc import crc_algorithm
+from storage_init.errors import LocalIOError
+from storage_init.writer import WRITE_PIECE
+
+pytestmark = pytest.mark.skipif(
+    not recvfile.available(), reason="the native library is not built"
+)
+
+CHUNK = 64 * 1024
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def _send_later(sock: socket.socket, data: bytes, *, close: bool) -> threading.Thread:
+    def send() -> None:
+        sock.sendall(data)
+        if close:
+            sock.shutdown(socket.SHUT_WR)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    return thread
+
+
+def _file(tmp_path: Path, size: int) -> int:
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+    os.ftruncate(fd, size)
+    return fd
+
+
+@pytest.mark.parametrize("size", [1, CHUNK - 1, CHUNK, 3 * CHUNK + 12345])
+def test_bytes_land_at_their_offset_with_their_crc(pair, tmp_path, size) -> None:
+    """The bytes are written from `offset` on and the CRC goes on from the old one."""
+    crc = crc_algorithm("crc64nvme")
+    head, data = b"already here", os.urandom(size)
+    fd = _file(tmp_path, len(head) + size)
+    try:
+        os.pwrite(fd, head, 0)
+        run = recvfile.FileRun(tmp_path / "f", fd, len(head), 0, crc.update(head, 0))
+        sender = _send_later(pair[1], data, close=False)
+        buffer = bytearray(CHUNK)
+        assert recvfile.receive_to_file(pair[0].fileno(), buffer, CHUNK, run, size)
+        sender.join()
+        assert run.received == size
+        assert run.crc == crc.update(head + data, 0)
+        assert os.pread(fd, len(head) + size, 0) == head + data
+    finally:
+        os.close(fd)
+
+
+def test_no_crc_leaves_it_alone(pair, tmp_path) -> None:
+    """Kind -1: the bytes are written, the CRC field is untouched."""
+    fd = _file(tmp_path, 1000)
+    try:
+        run = recvfile.FileRun(tmp_path / "f", fd, 0, -1, 42)
+        _send_later(pair[1], b"x" * 1000, close=False).join()
+        assert recvfile.receive_to_file(
+            pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 1000
+        )
+        assert (run.received, run.crc) == (1000, 42)
+    finally:
+        os.close(fd)
+
+
+def test_stops_at_count(pair, tmp_path) -> None:
+    """Bytes past `count` stay in the socket for the next reader."""
+    fd = _file(tmp_path, 10)
+    try:
+        run = recvfile.FileRun(tmp_path / "f", fd, 0)
+        _send_later(pair[1], b"0123456789rest", close=False).join()
+        assert recvfile.receive_to_file(
+            pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 10
+        )
+        assert pair[0].recv(100) == b"rest"
+    finally:
+        os.close(fd)
+
+
+def test_peer_closing_early_reports_what_arrived(pair, tmp_path) -> None:
+    """A body cut short returns False; what arrived is written and counted."""
+    crc = crc_algorithm("crc32c")
+    data = os.urandom(CHUNK + 500)
+    fd = _file(tmp_path, 2 * CHUNK)
+    try:
+        run = recvfile.FileRun(tmp_path / "f", fd, 0, 1, 0)
+        _send_later(pair[1], data, close=True).join()
+        assert not recvfile.receive_to_file(
+            pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 2 * CHUNK
+        )
+        assert run.received == len(data)
+        assert run.crc == crc.update(data, 0)
+        assert os.pread(fd, len(data), 0) == data
+    finally:
+        os.close(fd)
+
+
+def test_silence_times_out(pair, tmp_path) -> None:
+    """SO_RCVTIMEO bounds each wait: a receive with no byte fails with EAGAIN."""
+    timeval = struct.pack("@ll", 0, 200_000)
+    pair[0].setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    fd = _file(tmp_path, 100)
+    try:
+        run = recvfile.FileRun(tmp_path / "f", fd, 0)
+        _send_later(pair[1], b"y" * 10, close=False).join()
+        started = time.monotonic()
+        with pytest.raises(BlockingIOError):
+            recvfile.receive_to_file(
+                pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 100
+            )
+        assert time.monotonic() - started < 5
+        assert run.received == 10  # what came before the silence is kept
+    finally:
+        os.close(fd)
+
+
+def test_write_failure_is_a_local_error(pair, tmp_path) -> None:
+    """A failed write names the destination; the chunk it lost is not counted."""
+    (tmp_path / "f").write_bytes(b"")
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        run = recvfile.FileRun(tmp_path / "dest.bin", fd, 0, 0, 0)
+        _send_later(pair[1], b"z" * 100, close=False).join()
+        with pytest.raises(LocalIOError, match=r"dest\.bin"):
+            recvfile.receive_to_file(
+                pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 100
+            )
+        assert (run.received, run.crc) == (0, 0)
+    finally:
+        os.close(fd)
+
+
+def test_a_signal_does_not_break_the_receive(pair, tmp_path) -> None:
+    """A signal landing in the receiving thread (EINTR) is retried, as Python does."""
+    got: list[object] = []
+    fd = _file(tmp_path, 4 * WRITE_PIECE)
+    data = os.urandom(4 * WRITE_PIECE)
+
+    def receive() -> None:
+        run = recvfile.FileRun(tmp_path / "f", fd, 0, 2, 0)
+        try:
+            got.append(
+                recvfile.receive_to_file(
+                    pair[0].fileno(), bytearray(CHUNK), CHUNK, run, len(data)
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 (reported below)
+            got.append(exc)
+
+    previous = signal.signal(signal.SIGUSR1, lambda *_: None)
+    try:
+        thread = threading.Thread(target=receive)
+        thread.start()
+        time.sleep(0.1)
+        assert thread.ident is not None
+        signal.pthread_kill(thread.ident, signal.SIGUSR1)
+        time.sleep(0.1)
+        pair[1].sendall(data)
+        thread.join(10)
+        assert got == [True]
+        assert os.pread(fd, len(data), 0) == data
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        os.close(fd)
+
+
+def test_buffer_smaller_than_a_chunk_is_refused(pair, tmp_path) -> None:
+    run = recvfile.FileRun(tmp_path / "f", 0, 0)
+    with pytest.raises(ValueError, match="smaller"):
+        recvfile.receive_to_file(pair[0].fileno(), bytearray(10), CHUNK, run, 100)
