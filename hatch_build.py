@@ -6,8 +6,9 @@ The sources are ``_md5x16.c`` (MD5 of 16 messages at once, for multipart ETags),
 library links against nothing and needs no Python headers; storage-init loads it
 with ctypes, so one build serves every Python version and the wheel is tagged
 ``py3-none-<platform>``. Without a C compiler the wheel stays pure Python:
-multipart ETags are hashed with hashlib (3.2-3.4x with SSE2 or AVX2, 8x with AVX-512,
-more CPU time: benchmarks/kernels.py) and CRCs come from awscrt and zlib.
+multipart ETags are hashed with hashlib (3.3-3.7x with SSE2 or AVX2, 12x with
+AVX-512, more CPU time: benchmarks/kernels.py), CRCs come from awscrt and zlib, and
+bodies are received by Python's loop.
 
 Environment:
     CC: the compiler (default: Python's own, else ``cc``).

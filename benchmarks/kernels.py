@@ -2,8 +2,8 @@
 
     .venv/bin/python -m benchmarks.kernels [--mib 256] [--runs 5] [--out DIR]
 
-- MD5 of 16 spans of a file (multipart parts), read back and hashed by
-  `_md5lanes.md5_spans`, for each x86-64 variant that target_clones chooses from
+- MD5 of 16 spans of a file (multipart parts), mapped from the page cache and
+  hashed by `_md5lanes.md5_spans`, for each x86-64 variant that target_clones chooses from
   (each built alone with gcc, as the tests do), against hashlib over the same
   bytes in memory.
 - CRC-64/NVME, CRC-32C and CRC-32 over bytes in memory, for each path of
@@ -77,7 +77,7 @@ def md5_rows(work: Path, size: int, runs: int) -> list[tuple[str, float]]:
             kernel = _Kernel(ctypes.CDLL(str(built)))
             hash_parts = functools.partial(md5_spans, fd, spans, kernel=kernel)
             speed = best(hash_parts, runs, size)
-            rows.append((f"MD5 x16 lanes, {name}, read back from page cache", speed))
+            rows.append((f"MD5 x16 lanes, {name}, from the page cache", speed))
     finally:
         os.close(fd)
     speed = best(

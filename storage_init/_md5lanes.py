@@ -3,10 +3,10 @@
 A multipart ETag is the MD5 of its parts' MD5s, and the parts are independent
 messages. One MD5 runs at ~0.6 GiB/s whatever the CPU (a serial chain of steps);
 16 of them advance together in the lanes of one vector for about the cost of one
-(4.25 GiB/s on this machine's AVX-512 with the read-back, hashlib 0.52:
-`benchmarks/kernels.py`). So parts are read back from the written file 64 KiB
-per lane at a time, into one buffer that stays in the L2 cache, and hashed there:
-reads and hashing both in the kernel.
+(`benchmarks/kernels.py`: hashlib 0.52 GiB/s on this machine). Parts are hashed
+from the written file through read-only maps of it, 1 MiB per lane at a time:
+from the page cache, with no copy (a read-back through a buffer cost as much
+again as the hashing, in the kernel's copy).
 
 The kernel is part of the package's C library (`_native`); ctypes releases the GIL
 for the call. Without the library `available()` is false and callers use hashlib.
@@ -15,6 +15,7 @@ for the call. Without the library `available()` is false and callers use hashlib
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import struct
 from functools import cache
@@ -30,38 +31,49 @@ __all__ = ["LANES", "LIBRARY", "STEP", "available", "md5_spans"]
 
 LANES = 16
 
-#: Bytes read per lane per call: 16 lanes' worth (1 MiB) stays in the L2 cache
-#: between the read and the hashing; 32-128 KiB all ran at the same speed.
-STEP = 64 * 1024
+#: Bytes per lane per step: mapped at once (16 MiB for 16 lanes, counted in the
+#: RSS while mapped). 1-4 MiB hashed 16 x 50 MiB in 0.12-0.15 s, 256 KiB in 0.17.
+STEP = 1024 * 1024
 
 _IV = (0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476)
-#: Room after a lane's data for the padding of its last block.
-_TAIL = 128
+#: Bytes per lane of the buffer for the last blocks, padded.
+_PAD = 128
+
+
+class _Mapper(ctypes.Structure):
+    _fields_ = [
+        ("mmap", ctypes.c_void_p),
+        ("munmap", ctypes.c_void_p),
+        ("page", ctypes.c_uint64),
+    ]
 
 
 class _Kernel:
-    """The library's `md5x16_spans`, and libc's pread for it to call."""
+    """The library's `md5x16_mapped`, and libc's mmap and munmap for it to call."""
 
     def __init__(self, library: ctypes.CDLL) -> None:
         u32p = ctypes.POINTER(ctypes.c_uint32)
         u64p = ctypes.POINTER(ctypes.c_uint64)
-        self.spans = library.md5x16_spans
+        self.spans = library.md5x16_mapped
         self.spans.restype = ctypes.c_int
         self.spans.argtypes = [
-            ctypes.c_void_p,  # pread
+            ctypes.c_void_p,  # struct mapper *
             ctypes.c_int,  # fd
             u32p,  # state
             u64p,  # pos
             u64p,  # end
             u64p,  # length
             ctypes.c_uint32,  # active lanes
-            ctypes.c_void_p,  # buffer
-            ctypes.c_uint32,  # slot
-            ctypes.c_uint32,  # step
+            ctypes.c_void_p,  # pad
+            ctypes.c_uint64,  # window
             u32p,  # failed lane
         ]
-        pread = ctypes.CDLL(None).pread
-        self.pread = ctypes.cast(pread, ctypes.c_void_p).value
+        libc = ctypes.CDLL(None)
+        self.mapper = _Mapper(
+            ctypes.cast(libc.mmap, ctypes.c_void_p).value,
+            ctypes.cast(libc.munmap, ctypes.c_void_p).value,
+            os.sysconf("SC_PAGE_SIZE"),
+        )
 
 
 @cache
@@ -81,10 +93,8 @@ def md5_spans(
 ) -> list[bytes]:
     """Return the MD5 digest of each ``(offset, length)`` span of file `fd`, in order.
 
-    Blocking: run it in a thread. Memory: one buffer of 16 x (64 KiB + 128) bytes.
-    The reading and hashing run in the kernel, without the GIL, until a span is
-    complete: reading in Python, each of the 17 calls per step would wait for the
-    GIL behind the threads receiving the download (5 ms each, at worst).
+    Blocking: run it in a thread. Memory: maps of `STEP` bytes per lane (page
+    cache, not copied) and a few KiB.
 
     Args:
         fd: the file, open for reading.
@@ -95,14 +105,19 @@ def md5_spans(
     Raises:
         RuntimeError: the kernel is not `available`.
         IntegrityError: the file ends before a span does.
-        OSError: a read failed.
+        OSError: a read failed (where the file cannot be mapped).
     """
     kernel = kernel or _kernel()
     if kernel is None:
         msg = f"the MD5 kernel {LIBRARY.name} is not built"
         raise RuntimeError(msg)
-    slot = STEP + _TAIL
-    buffer = (ctypes.c_char * (slot * LANES))()
+    # A map past the end of the file would fault when read: check first (the
+    # engine's temp files have their full size from the start).
+    size = os.fstat(fd).st_size
+    if short := [o + n for o, n in spans if o + n > size]:
+        msg = f"file shorter than expected at byte {size} (a span ends at {short[0]})"
+        raise IntegrityError(msg)
+    pad = (ctypes.c_char * (_PAD * LANES))()
     state = (ctypes.c_uint32 * (4 * LANES))()
     pos = (ctypes.c_uint64 * LANES)()
     end = (ctypes.c_uint64 * LANES)()
@@ -123,12 +138,13 @@ def md5_spans(
         if not active:
             return digests
         done = kernel.spans(
-            kernel.pread, fd, state, pos, end, length, active,
-            ctypes.addressof(buffer), slot, STEP, ctypes.byref(failed),
+            ctypes.byref(kernel.mapper), fd, state, pos, end, length, active,
+            ctypes.addressof(pad), STEP, ctypes.byref(failed),
         )  # fmt: skip
         if done < 0:
-            _reread(fd, pos[failed.value], end[failed.value])
-            continue  # the read went through this time (EINTR): go on
+            # A file system that cannot map files (few, but some FUSE ones):
+            # hashlib, reading through a buffer, gets there too.
+            return _md5_read(fd, spans)
         for j in range(LANES):
             if done >> j & 1:
                 words = (state[word * LANES + j] for word in range(4))
@@ -137,15 +153,23 @@ def md5_spans(
                 active &= ~(1 << j)
 
 
-def _reread(fd: int, offset: int, end: int) -> None:
-    """Repeat a read the kernel could not make, to raise what went wrong.
+def _md5_read(fd: int, spans: Sequence[tuple[int, int]]) -> list[bytes]:
+    """`md5_spans` with hashlib, reading `STEP` bytes at a time.
 
     Raises:
-        IntegrityError: the file ends before `end`.
-        OSError: the read fails.
+        IntegrityError: the file ends before a span does.
+        OSError: a read failed.
     """
-    want = min(STEP, end - offset)
-    got = os.pread(fd, want, offset)
-    if len(got) < want:
-        msg = f"file shorter than expected at byte {offset + len(got)}"
-        raise IntegrityError(msg)
+    digests = []
+    for offset, size in spans:
+        md5 = hashlib.md5(usedforsecurity=False)
+        pos, end = offset, offset + size
+        while pos < end:
+            block = os.pread(fd, min(STEP, end - pos), pos)
+            if not block:
+                msg = f"file shorter than expected at byte {pos}"
+                raise IntegrityError(msg)
+            md5.update(block)
+            pos += len(block)
+        digests.append(md5.digest())
+    return digests

@@ -23,21 +23,23 @@
  *              message's last call). A lane with nblocks[j] == 0 is left
  *              unchanged and its pointer is never read.
  *
- *   int md5x16_spans(pread_fn pread, int fd, uint32_t state[64],
- *                    uint64_t pos[16], const uint64_t end[16],
- *                    const uint64_t length[16], uint32_t active,
- *                    uint8_t *buffer, uint32_t slot, uint32_t step,
- *                    uint32_t *failed);
- *     Hashes the file spans of the lanes in `active` (a bit mask), reading each
- *     lane's next `step` bytes from `fd` at pos[j] (up to end[j]) into its `slot`
- *     of `buffer` (slot >= step + 72), until a lane's message is complete, so
- *     that one call (one GIL release) does the work of many. `length[j]` is the
- *     message's whole length, for its padding. `pread` is libc's, passed in so
- *     that this library links against nothing. Offsets are 64-bit (LP64).
+ *   int md5x16_mapped(const struct mapper *io, int fd, uint32_t state[64],
+ *                     uint64_t pos[16], const uint64_t end[16],
+ *                     const uint64_t length[16], uint32_t active,
+ *                     uint8_t pad[16 * 128], uint64_t window, uint32_t *failed);
+ *     Hashes the file spans of the lanes in `active` (a bit mask), each lane's
+ *     next `window` bytes (a multiple of 64) from pos[j] up to end[j] at a time,
+ *     until a lane's message is complete, so that one call (one GIL release) does
+ *     the work of many. The bytes are read through read-only maps of the file,
+ *     not copied: hashing 16 x 50 MiB from the page cache took 0.12-0.15 s
+ *     this way against 0.24 s with pread into a buffer (half of it the kernel's
+ *     copy). `length[j]` is the message's whole length, for its padding.
+ *     `io` holds libc's mmap and munmap, passed in so that this library links
+ *     against nothing, and the page size. Offsets are 64-bit (LP64). The file
+ *     must hold every span: a map past its end faults (SIGBUS) when read.
  *     Returns the mask of lanes whose message is complete (their digest is in
- *     `state`), 0 if none is active, or -1 when a read failed or met the end of
- *     the file: *failed is then the lane, and no lane has moved on, so the call
- *     may simply be repeated (after an EINTR, say).
+ *     `state`), 0 if none is active, or -1 when a map failed: *failed is then
+ *     the lane, and no lane has moved on.
  */
 
 typedef __UINT8_TYPE__ u8;
@@ -202,54 +204,85 @@ void md5x16(u32 state[64], const u8 *const data[LANES], const u32 nblocks[LANES]
     __builtin_memcpy(state + 48, &d, sizeof d);
 }
 
-typedef long (*pread_fn)(int fd, void *buf, size_t count, long offset);
+typedef void *(*mmap_fn)(void *addr, size_t n, int prot, int flags, int fd, long offset);
+typedef int (*munmap_fn)(void *addr, size_t n);
+
+struct mapper {
+    mmap_fn mmap;
+    munmap_fn munmap;
+    __UINT64_TYPE__ page; /* the page size: offsets of maps are multiples of it */
+};
+
+#define PROT_READ 1
+#define MAP_SHARED 1
+#define MAP_FAILED ((void *)-1)
 
 static void put_u64_le(u8 *p, __UINT64_TYPE__ v) {
     for (int i = 0; i < 8; i++) p[i] = (u8)(v >> (8 * i));
 }
 
-int md5x16_spans(pread_fn pread, int fd, u32 state[64], __UINT64_TYPE__ pos[LANES],
-                 const __UINT64_TYPE__ end[LANES], const __UINT64_TYPE__ length[LANES],
-                 u32 active, u8 *buffer, u32 slot, u32 step, u32 *failed) {
+int md5x16_mapped(const struct mapper *io, int fd, u32 state[64],
+                  __UINT64_TYPE__ pos[LANES], const __UINT64_TYPE__ end[LANES],
+                  const __UINT64_TYPE__ length[LANES], u32 active, u8 *pad,
+                  __UINT64_TYPE__ window, u32 *failed) {
     if (!active) return 0;
     const u8 *data[LANES];
     u32 nblocks[LANES];
+    u8 *maps[LANES];
+    size_t sizes[LANES];
     for (;;) {
         u32 done = 0;
         for (int j = 0; j < LANES; j++) {
             nblocks[j] = 0;
-            data[j] = buffer;
+            data[j] = pad;
+            maps[j] = 0;
             if (!(active >> j & 1)) continue;
-            u8 *lane = buffer + (size_t)j * slot;
             __UINT64_TYPE__ left = end[j] - pos[j];
-            u32 n = left < step ? (u32)left : step;
-            for (u32 got = 0; got < n;) {
-                long r = pread(fd, lane + got, n - got, (long)(pos[j] + got));
-                if (r <= 0) {
-                    *failed = (u32)j;
-                    return -1;
-                }
-                got += (u32)r;
+            __UINT64_TYPE__ n = left < window ? left : window;
+            if (n == left) done |= 1u << j;
+            if (n == 0) continue; /* an empty message: padding only */
+            __UINT64_TYPE__ base = pos[j] - pos[j] % io->page;
+            size_t size = (size_t)(pos[j] - base + n);
+            u8 *map = io->mmap(0, size, PROT_READ, MAP_SHARED, fd, (long)base);
+            if (map == MAP_FAILED) {
+                for (int i = 0; i < j; i++)
+                    if (maps[i]) io->munmap(maps[i], sizes[i]);
+                *failed = (u32)j;
+                return -1;
             }
-            data[j] = lane;
-            if (n < left) {
-                nblocks[j] = n / 64;
-                continue;
-            }
-            /* The last bytes: 0x80, zeros to 56 mod 64, the length in bits. */
-            u32 padded = n + 1 + (55 - n % 64 + 64) % 64 + 8;
-            lane[n] = 0x80;
-            for (u32 i = n + 1; i < padded - 8; i++) lane[i] = 0;
-            put_u64_le(lane + padded - 8, length[j] * 8);
-            nblocks[j] = padded / 64;
-            done |= 1u << j;
+            maps[j] = map;
+            sizes[j] = size;
+            data[j] = map + (pos[j] - base);
+            nblocks[j] = (u32)(n / 64);
         }
         md5x16(state, data, nblocks);
-        for (int j = 0; j < LANES; j++)
+        if (done) {
+            /* The last bytes of the finished lanes, then 0x80, zeros to 56 mod 64
+             * and the length in bits, from their slot of `pad`. */
+            for (int j = 0; j < LANES; j++) {
+                nblocks[j] = 0;
+                if (!(done >> j & 1)) continue;
+                u32 tail = (u32)((end[j] - pos[j]) % 64);
+                const u8 *from = data[j] + (size_t)(end[j] - pos[j] - tail);
+                /* (data[j] is the map here unless the message is empty) */
+                u8 *lane = pad + (size_t)j * 128;
+                for (u32 i = 0; i < tail; i++) lane[i] = from[i];
+                u32 padded = tail + 1 + (55 - tail % 64 + 64) % 64 + 8;
+                lane[tail] = 0x80;
+                for (u32 i = tail + 1; i < padded - 8; i++) lane[i] = 0;
+                put_u64_le(lane + padded - 8, length[j] * 8);
+                data[j] = lane;
+                nblocks[j] = padded / 64;
+            }
+            md5x16(state, data, nblocks);
+        }
+        for (int j = 0; j < LANES; j++) {
+            if (maps[j]) io->munmap(maps[j], sizes[j]);
             if (active >> j & 1) {
                 __UINT64_TYPE__ left = end[j] - pos[j];
-                pos[j] += left < step ? left : step;
+                pos[j] += left < window ? left : window;
             }
+        }
         if (done) return (int)done;
     }
 }

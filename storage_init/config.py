@@ -96,7 +96,9 @@ class TransferConfig:
     more: its buffer is the chunk; the bound is for bodies through a proxy); each
     of the `io_concurrency` hashing threads reads back through one chunk-sized
     buffer. With the defaults: (8 + 2) * 256 KiB + 8 * 2.25 MiB = 20.5 MiB, on top
-    of the interpreter and SDKs (about 60-70 MiB with aiobotocore).
+    of the interpreter and SDKs (about 60-70 MiB with aiobotocore). A thread
+    hashing multipart-ETag parts maps 16 MiB of the file at a time instead
+    (`_md5lanes.STEP` per lane): page cache, counted in the RSS while mapped.
 
     The defaults were chosen by measurement (2 GiB from a local SeaweedFS on 2
     cores, 3 alternating runs each by hand with STORAGE_INIT_CHUNK_SIZE): 256 KiB

@@ -5,7 +5,7 @@ Shape of one run, for any number of source/destination pairs::
     listers ─┬▶ file tasks (at most 2 * max_concurrency open) ──▶ range fetchers
              │  range fetcher: GET ──▶ worker thread: receive a chunk ──▶ pwrite + CRC
              │  file hasher (a thread, whole-file MD5/SHA-256): reads ranges in order
-             │  part hasher (multipart ETags): reads 16 parts at a time, MD5 in lanes
+             │  part hasher (multipart ETags): maps 16 parts at a time, MD5 in lanes
              └▶ small files (one range, no HEAD): signed here ──▶ the lane: a worker
                 thread sends the GET, writes, checksums, verifies and renames the file
 
@@ -27,14 +27,17 @@ Shape of one run, for any number of source/destination pairs::
   from the loop through a queue to writer threads doubled system time
   (cross-core copies, futex wake-ups, inode-lock contention). Backpressure is the
   thread itself: it receives the next chunk only after writing the last, so the
-  socket, not memory, absorbs a slow disk. Bodies that only the event loop can
+  socket, not memory, absorbs a slow disk. On plain TCP the loop itself runs in
+  C (`_recvfile`, `_receive_natively`): a segment per call, the GIL released
+  once, where Python's loop took it back ~9 times per chunk (2 GiB with a CRC:
+  ~0.4 CPU seconds less, by hand). Bodies that only the event loop can
   read (through a proxy, from memory) are written there, the same way.
 - CRCs are computed by that thread as chunks are written. A whole-file MD5 or
   SHA-256 (1.2-1.5 CPU seconds per GiB) needs the file in order: one thread per
   file reads each range back from the page cache once it is written, in order.
 - The part MD5s of a multipart ETag are independent messages: once 16 parts have
-  landed (or the last ones), a thread reads them back and hashes them together,
-  one per SIMD lane (`_md5lanes`: ~0.24 CPU seconds per GiB with the read-back,
+  landed (or the last ones), a thread hashes them together from the page cache
+  (mapped, not copied), one per SIMD lane (`_md5lanes`: ~0.2 CPU seconds per GiB,
   against ~1.9 with hashlib; `benchmarks/kernels.py`). Without the compiled
   kernel, the receiving threads hash their parts with hashlib as chunks arrive.
 - A file is verified after its last byte is written and hashed, then renamed into

@@ -15,7 +15,7 @@ from storage_init import _md5lanes
 from storage_init._md5lanes import STEP, _Kernel, available, md5_spans
 from storage_init.errors import IntegrityError
 
-#: Lengths around every boundary the padding and the 64 KiB steps have.
+#: Lengths around every boundary the padding and the steps (`STEP`) have.
 EDGES = [0, 1, 55, 56, 63, 64, 65, 119, 120, 128, STEP - 1, STEP, STEP + 1]
 
 
@@ -95,6 +95,37 @@ class TestKernel:
                 md5_spans(fd, [(0, 10), (50, 51)])
         finally:
             os.close(fd)
+
+    def test_unmappable_file_is_read_instead(self, tmp_path: Path) -> None:
+        """Where the file cannot be mapped, hashlib computes the same digests."""
+        native = _md5lanes.library()
+        assert native is not None
+        kernel = _Kernel(native)
+        calls = []
+
+        def refuse(*args: object) -> int:
+            calls.append(args)
+            return 2**64 - 1  # MAP_FAILED
+
+        mmap_type = ctypes.CFUNCTYPE(
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_long,
+        )
+        failing = mmap_type(refuse)
+        kernel.mapper.mmap = ctypes.cast(failing, ctypes.c_void_p).value
+        data = os.urandom(3 * STEP)
+        spans = [(i * 7, n) for i, n in enumerate(EDGES)]
+        fd = _file(tmp_path, data)
+        try:
+            assert md5_spans(fd, spans, kernel=kernel) == _expected(data, spans)
+        finally:
+            os.close(fd)
+        assert calls
 
     def test_unavailable(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Without the kernel, md5_spans says so instead of computing wrong digests."""
