@@ -45,6 +45,7 @@ def _declare(native: _Handle) -> _Handle:
         ctypes.c_size_t,
         ctypes.c_int,
         ctypes.POINTER(_U64),
+        ctypes.c_void_p,  # pthread_mutex_t *, or NULL
     ]
     return native
 

@@ -44,6 +44,7 @@ class FileRun:
     crc_kind: int = -1
     crc: int = 0
     received: int = 0
+    mutex: ctypes.Array[ctypes.c_char] | None = None
 
 
 class _Io(ctypes.Structure):
@@ -51,6 +52,8 @@ class _Io(ctypes.Structure):
         ("recv", ctypes.c_void_p),
         ("pwrite", ctypes.c_void_p),
         ("errno_location", ctypes.c_void_p),
+        ("lock", ctypes.c_void_p),
+        ("unlock", ctypes.c_void_p),
     ]
 
 
@@ -59,7 +62,13 @@ def _io() -> _Io | None:
     """The C library's calls the loop makes, or None where they are not found."""
     try:
         libc = ctypes.CDLL(None)
-        calls = [libc.recv, libc.pwrite, libc.__errno_location]
+        calls = [
+            libc.recv,
+            libc.pwrite,
+            libc.__errno_location,
+            libc.pthread_mutex_lock,
+            libc.pthread_mutex_unlock,
+        ]
     except (OSError, AttributeError):
         return None
     return _Io(*(ctypes.cast(c, ctypes.c_void_p).value for c in calls))
@@ -108,6 +117,7 @@ def receive_to_file(
         WRITE_PIECE,
         run.crc_kind,
         state,
+        run.mutex,
     )
     run.received, run.crc = state[0], state[1]
     if status == -1:

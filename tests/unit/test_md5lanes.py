@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from storage_init import _md5lanes
 from storage_init._md5lanes import STEP, _Kernel, available, md5_spans
+from storage_init._native import library
 from storage_init.errors import IntegrityError
 
 #: Lengths around every boundary the padding and the steps (`STEP`) have.
@@ -98,7 +99,7 @@ class TestKernel:
 
     def test_unmappable_file_is_read_instead(self, tmp_path: Path) -> None:
         """Where the file cannot be mapped, hashlib computes the same digests."""
-        native = _md5lanes.library()
+        native = library()
         assert native is not None
         kernel = _Kernel(native)
         calls = []

@@ -16,7 +16,7 @@ import pytest
 from storage_init import _recvfile as recvfile
 from storage_init._crc import crc_algorithm
 from storage_init.errors import LocalIOError
-from storage_init.writer import WRITE_PIECE
+from storage_init.writer import WRITE_PIECE, TempFile
 
 pytestmark = pytest.mark.skipif(
     not recvfile.available(), reason="the native library is not built"
@@ -183,6 +183,43 @@ def test_a_signal_does_not_break_the_receive(pair, tmp_path) -> None:
     finally:
         signal.signal(signal.SIGUSR1, previous)
         os.close(fd)
+
+
+def test_receivers_of_one_file_share_its_mutex(tmp_path) -> None:
+    """Several threads write ranges of one file under its write mutex; all land."""
+    temp = TempFile(tmp_path / "dest.bin", 8 * 3 * CHUNK)
+    crc = crc_algorithm("crc64nvme")
+    data = [os.urandom(3 * CHUNK) for _ in range(8)]
+    pairs = [socket.socketpair() for _ in data]
+    runs = [
+        recvfile.FileRun(temp.final, temp.fd, i * 3 * CHUNK, 0, 0, 0, temp.write_mutex)
+        for i in range(8)
+    ]
+    results: list[bool] = []
+
+    def receive(i: int) -> None:
+        results.append(
+            recvfile.receive_to_file(
+                pairs[i][0].fileno(), bytearray(CHUNK), CHUNK, runs[i], 3 * CHUNK
+            )
+        )
+
+    try:
+        threads = [threading.Thread(target=receive, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for (_, sender), chunk in zip(pairs, data, strict=True):
+            sender.sendall(chunk)
+        for thread in threads:
+            thread.join(10)
+        assert results == [True] * 8
+        assert [run.crc for run in runs] == [crc.update(d, 0) for d in data]
+        assert os.pread(temp.fd, 24 * CHUNK, 0) == b"".join(data)
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+        temp.discard()
 
 
 def test_buffer_smaller_than_a_chunk_is_refused(pair, tmp_path) -> None:
