@@ -55,6 +55,7 @@ def test_harness_runs(tmp_path) -> None:
     # 2 tools x (2 workloads x 2 upload styles + 2 scaling sizes x 1 style)
     assert len(runs) == 12
     assert all(r["identical"] and r["code"] == 0 for r in runs)
+    assert all(r["server_cpu"] >= 0 for r in runs)  # read from /proc per run
     assert {r["seed"] for r in runs if r["seed"].startswith("scaling")} == {
         "scaling 0.001 GiB, sdk-upload (CRC64NVME)",
         "scaling 0.002 GiB, sdk-upload (CRC64NVME)",
