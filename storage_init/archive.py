@@ -17,13 +17,8 @@ Everything here blocks; the engine runs it in a thread.
 
 from __future__ import annotations
 
-import gzip
-import lzma
 import os
 import stat
-import tarfile
-import zipfile
-import zlib
 from typing import IO, TYPE_CHECKING
 
 from ._paths import safe_relative
@@ -31,6 +26,7 @@ from .errors import IntegrityError, UnsafePathError
 from .writer import TempFile, local_error
 
 if TYPE_CHECKING:
+    import tarfile
     from collections.abc import Iterator
     from pathlib import Path, PurePosixPath
 
@@ -38,15 +34,28 @@ __all__ = ["ARCHIVE_SUFFIXES", "extract", "is_archive"]
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".zip")
 _BLOCK = 1024 * 1024
-#: What a damaged archive raises (BadGzipFile is an OSError: listed first).
-_CORRUPT = (
-    tarfile.TarError,
-    zipfile.BadZipFile,
-    gzip.BadGzipFile,
-    EOFError,
-    zlib.error,
-    lzma.LZMAError,
-)
+
+
+def _corrupt() -> tuple[type[Exception], ...]:
+    """What a damaged archive raises (BadGzipFile is an OSError: listed first).
+
+    The archive modules load only when an archive is unpacked: importing them
+    cost every run 8 ms of its start.
+    """
+    import gzip
+    import lzma
+    import tarfile
+    import zipfile
+    import zlib
+
+    return (
+        tarfile.TarError,
+        zipfile.BadZipFile,
+        gzip.BadGzipFile,
+        EOFError,
+        zlib.error,
+        lzma.LZMAError,
+    )
 
 
 def is_archive(name: str) -> bool:
@@ -109,6 +118,8 @@ def _tar_members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
 
 
 def _extract_tar(path: Path, dest: Path, budget: _Budget, uri: str) -> int:
+    import tarfile
+
     count = 0
     with tarfile.open(path, mode="r:*") as tar:
         for member in _tar_members(tar):
@@ -143,6 +154,8 @@ def _extract_tar(path: Path, dest: Path, budget: _Budget, uri: str) -> int:
 
 
 def _extract_zip(path: Path, dest: Path, budget: _Budget, uri: str) -> int:
+    import zipfile
+
     count = 0
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
@@ -191,12 +204,13 @@ def extract(
         LocalIOError: the destination cannot be written.
     """
     budget = _Budget(max_bytes, max_members, uri)
+    corrupt = _corrupt()
     try:
         if path.name.lower().endswith(".zip"):
             count = _extract_zip(path, dest, budget, uri)
         else:
             count = _extract_tar(path, dest, budget, uri)
-    except _CORRUPT as exc:
+    except corrupt as exc:
         detail = str(exc) or type(exc).__name__
         msg = f"cannot unpack {path.name}: {detail}"
         raise IntegrityError(msg, uri=uri) from exc
