@@ -36,6 +36,8 @@ class FileRun:
             the run's `received` bytes.
         received: bytes of the run received, written and CRC'd (after the call,
             whatever its outcome).
+        mutex: the file's `TempFile.write_mutex`, held around each chunk's
+            writes; None: no lock.
     """
 
     path: Path

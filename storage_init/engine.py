@@ -947,7 +947,9 @@ class Engine:
                 break
             kind, crc = native
             room = digest.ranges[index].room or end - offset
-            run = FileRun(temp.final, temp.fd, offset, kind, crc, 0, temp.write_mutex)
+            run = FileRun(
+                temp.final, temp.fd, offset, kind, crc, mutex=temp.write_mutex
+            )
             try:
                 done = body.receive_to_file(
                     run,

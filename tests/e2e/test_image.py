@@ -96,9 +96,13 @@ def _image_python(
     )
 
 
-def test_md5_kernel_loads(image_tree: Path) -> None:
-    """The image's wheel carries the multi-lane MD5 kernel, and it loads there."""
-    code = "import storage_init._md5lanes as m; assert m.available(), m.LIBRARY"
+def test_native_kernels_load(image_tree: Path) -> None:
+    """The image's wheel carries the C kernels (MD5 lanes, receive loop); they load
+    there, with the C library's calls the receive loop needs."""
+    code = (
+        "import storage_init._md5lanes as m, storage_init._recvfile as r; "
+        "assert m.available() and r.available(), m.LIBRARY"
+    )
     result = _image_python(image_tree, ["-c", code], {"PATH": ""}, timeout=60)
     assert result.returncode == 0, result.stderr
 
