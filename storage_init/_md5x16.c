@@ -39,7 +39,7 @@
  *     must hold every span: a map past its end faults (SIGBUS) when read.
  *     Returns the mask of lanes whose message is complete (their digest is in
  *     `state`), 0 if none is active, or -1 when a map failed: *failed is then
- *     the lane, and no lane has moved on.
+ *     the lane, and the lanes' states are partial (the caller starts over).
  */
 
 typedef __UINT8_TYPE__ u8;
