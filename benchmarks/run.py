@@ -478,6 +478,7 @@ def main() -> int:
                 # by the second round of a full run: each round gets a fresh one.
                 _stop_server(work)
                 env = _start_server(work)
+            server = int((work / "seaweedfs" / "pid").read_text())
             order = tools if rnd % 2 == 0 else list(reversed(tools))
             for seed_name, url in urls.items():
                 # An untimed read first: SeaweedFS's volume files (tens of GB in
@@ -494,7 +495,6 @@ def main() -> int:
                     dest.mkdir()
                     # Start every run with no dirty pages left from the last one.
                     os.sync()
-                    server = int((work / "seaweedfs" / "pid").read_text())
                     before = _process_cpu(server)
                     m: Measured = run_measured(TOOLS[tool](url, dest, env), env=env)
                     run = Run(

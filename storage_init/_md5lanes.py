@@ -21,7 +21,7 @@ import struct
 from functools import cache
 from typing import TYPE_CHECKING
 
-from ._native import LIBRARY, library
+from ._native import LIBRARY, libc_calls, library
 from .errors import IntegrityError
 
 if TYPE_CHECKING:
@@ -32,7 +32,8 @@ __all__ = ["LANES", "LIBRARY", "STEP", "available", "md5_spans"]
 LANES = 16
 
 #: Bytes per lane per step: mapped at once (16 MiB for 16 lanes, counted in the
-#: RSS while mapped). 1-4 MiB hashed 16 x 50 MiB in 0.12-0.15 s, 256 KiB in 0.17.
+#: RSS while mapped). By hand, 1-4 MiB hashed 16 x 50 MiB in 0.12-0.15 s, 256 KiB
+#: in 0.17.
 STEP = 1024 * 1024
 
 _IV = (0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476)
@@ -49,7 +50,11 @@ class _Mapper(ctypes.Structure):
 
 
 class _Kernel:
-    """The library's `md5x16_mapped`, and libc's mmap and munmap for it to call."""
+    """The library's `md5x16_mapped`, and libc's mmap and munmap for it to call.
+
+    Raises:
+        OSError: the C library has no mmap or munmap.
+    """
 
     def __init__(self, library: ctypes.CDLL) -> None:
         u32p = ctypes.POINTER(ctypes.c_uint32)
@@ -68,19 +73,23 @@ class _Kernel:
             ctypes.c_uint64,  # window
             u32p,  # failed lane
         ]
-        libc = ctypes.CDLL(None)
-        self.mapper = _Mapper(
-            ctypes.cast(libc.mmap, ctypes.c_void_p).value,
-            ctypes.cast(libc.munmap, ctypes.c_void_p).value,
-            os.sysconf("SC_PAGE_SIZE"),
-        )
+        calls = libc_calls("mmap", "munmap")
+        if calls is None:
+            msg = "the C library has no mmap"
+            raise OSError(msg)
+        self.mapper = _Mapper(*calls, os.sysconf("SC_PAGE_SIZE"))
 
 
 @cache
 def _kernel() -> _Kernel | None:
     """Return the loaded kernel, or None if the library is not built."""
     native = library()
-    return None if native is None else _Kernel(native)
+    if native is None:
+        return None
+    try:
+        return _Kernel(native)
+    except OSError:
+        return None
 
 
 def available() -> bool:

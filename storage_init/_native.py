@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import TypeVar
 
-__all__ = ["LIBRARY", "library", "library_holding_gil", "pointer"]
+__all__ = ["LIBRARY", "libc_calls", "library", "library_holding_gil", "pointer"]
 
 #: The compiled library, beside this module.
 # Not "_native.so": Python would import that name as an extension module.
@@ -48,6 +48,20 @@ def _declare(native: _Handle) -> _Handle:
         ctypes.c_void_p,  # pthread_mutex_t *, or NULL
     ]
     return native
+
+
+def libc_calls(*names: str) -> list[int] | None:
+    """The addresses of the C library's functions `names`, or None if one is missing.
+
+    The kernels link against nothing: the few libc calls they make (reads, maps,
+    receives, locks) are passed in as these addresses.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        calls = [getattr(libc, name) for name in names]
+    except (OSError, AttributeError):
+        return None
+    return [ctypes.cast(call, ctypes.c_void_p).value or 0 for call in calls]
 
 
 @cache

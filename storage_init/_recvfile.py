@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
-from ._native import library
+from ._native import libc_calls, library
 from .writer import WRITE_PIECE, local_error
 
 if TYPE_CHECKING:
@@ -62,18 +62,14 @@ class _Io(ctypes.Structure):
 @cache
 def _io() -> _Io | None:
     """The C library's calls the loop makes, or None where they are not found."""
-    try:
-        libc = ctypes.CDLL(None)
-        calls = [
-            libc.recv,
-            libc.pwrite,
-            libc.__errno_location,
-            libc.pthread_mutex_lock,
-            libc.pthread_mutex_unlock,
-        ]
-    except (OSError, AttributeError):
-        return None
-    return _Io(*(ctypes.cast(c, ctypes.c_void_p).value for c in calls))
+    calls = libc_calls(
+        "recv",
+        "pwrite",
+        "__errno_location",
+        "pthread_mutex_lock",
+        "pthread_mutex_unlock",
+    )
+    return None if calls is None else _Io(*calls)
 
 
 def available() -> bool:
