@@ -21,6 +21,7 @@ from urllib.parse import quote, unquote, urlsplit
 __all__ = ["Credentials", "object_url", "sign_get", "sign_request"]
 
 _UNSIGNED = "UNSIGNED-PAYLOAD"
+_BLOCK = 64  # SHA-256's block size, for HMAC's pads
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -45,17 +46,45 @@ def object_url(base: str, key: str) -> str:
     return base + quote(key, safe="/~")
 
 
-_key_cache: dict[tuple[str, str, str], bytes] = {}
+class _KeyedSha256:
+    """HMAC-SHA256 under one key (RFC 2104), from two pre-keyed SHA-256 states.
+
+    ``hmac.digest`` fetches the algorithm from OpenSSL's provider store on every
+    call; with the lane threads hashing file bodies through OpenSSL at the same
+    time, that fetch contends on the store's lock while holding the GIL. In a run
+    of 1000 small files (cProfile, all threads) a signature took ~260 us of the
+    event loop's time where it takes 1.6 us alone; copying a hashlib state takes
+    no lock (0.9 us either way).
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > _BLOCK:
+            key = hashlib.sha256(key).digest()
+        block = key.ljust(_BLOCK, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+    def hexdigest(self, message: bytes) -> str:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
 
 
-def _signing_key(secret: str, date: str, region: str) -> bytes:
+_key_cache: dict[tuple[str, str, str], _KeyedSha256] = {}
+
+
+def _signing_key(secret: str, date: str, region: str) -> _KeyedSha256:
     cached = _key_cache.get((secret, date, region))
     if cached is None:
         key = hmac.digest(("AWS4" + secret).encode(), date.encode(), "sha256")
         for part in (region, "s3", "aws4_request"):
             key = hmac.digest(key, part.encode(), "sha256")
         _key_cache.clear()  # one day and one region at a time is all we need
-        _key_cache[(secret, date, region)] = cached = key
+        _key_cache[(secret, date, region)] = cached = _KeyedSha256(key)
     return cached
 
 
@@ -146,7 +175,7 @@ def sign_request(
         ]
     )
     key = _signing_key(credentials.secret_key, date, region)
-    signature = hmac.digest(key, to_sign.encode(), "sha256").hex()
+    signature = key.hexdigest(to_sign.encode())
     headers["Authorization"] = (
         f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
         f"SignedHeaders={';'.join(names)}, Signature={signature}"

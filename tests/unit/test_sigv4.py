@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hmac
+
 import pytest
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -8,6 +10,7 @@ from botocore.credentials import Credentials as BotoCredentials
 
 from storage_init.backends._sigv4 import (
     Credentials,
+    _KeyedSha256,
     object_url,
     sign_get,
     sign_request,
@@ -119,3 +122,11 @@ class TestSignGet:
     def test_credentials_repr_hides_secrets(self) -> None:
         """Credentials never print their keys."""
         assert "SECRET" not in repr(Credentials("AKID", "SECRET", "TOKEN"))
+
+
+@pytest.mark.parametrize("key_size", [0, 1, 32, 63, 64, 65, 200])
+def test_keyed_sha256_is_hmac(key_size: int) -> None:
+    key = bytes(range(256))[:key_size]
+    keyed = _KeyedSha256(key)
+    for message in (b"", b"AWS4-HMAC-SHA256\n20231114T221320Z", bytes(1000)):
+        assert keyed.hexdigest(message) == hmac.digest(key, message, "sha256").hex()
