@@ -30,6 +30,7 @@ from typing import Any
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 SOURCES = (
+    "storage_init/_abi.c",
     "storage_init/_md5x16.c",
     "storage_init/_crcfold.c",
     "storage_init/_recvfile.c",

@@ -5,22 +5,33 @@ once), ``_crcfold.c`` (CRC-64/NVME, CRC-32C and CRC-32 by carry-less
 multiplication) and ``_recvfile.c`` (a body's receive loop: socket, file, CRC)
 when a C compiler is at hand (``hatch_build.py``). It needs no
 Python headers and links against nothing, so one build serves every Python;
-ctypes releases the GIL for each call. Without it, `library` is None and callers
-fall back (hashlib for MD5, awscrt for CRCs).
+ctypes releases the GIL for each call. Without it, or with a build of other
+sources (its `ABI` differs), `library` is None and callers fall back (hashlib for
+MD5, awscrt for CRCs, Python's receive loop).
 """
 
 from __future__ import annotations
 
 import ctypes
+import warnings
 from functools import cache
 from pathlib import Path
 from typing import TypeVar
 
-__all__ = ["LIBRARY", "libc_calls", "library", "library_holding_gil", "pointer"]
+__all__ = [
+    "ABI",
+    "LIBRARY",
+    "libc_calls",
+    "library",
+    "library_holding_gil",
+    "pointer",
+]
 
 #: The compiled library, beside this module.
 # Not "_native.so": Python would import that name as an extension module.
 LIBRARY = Path(__file__).with_name("_kernels.so")
+#: The interface these modules call (``_abi.c``): a library of another is not used.
+ABI = 2
 
 
 _U64 = ctypes.c_uint64
@@ -38,7 +49,8 @@ def _declare(native: _Handle) -> _Handle:
         ctypes.c_void_p,  # struct io *
         ctypes.c_int,
         ctypes.c_void_p,
-        ctypes.c_size_t,
+        ctypes.c_size_t,  # chunk
+        ctypes.c_size_t,  # have
         ctypes.c_int,
         ctypes.c_int64,
         _U64,
@@ -66,9 +78,22 @@ def libc_calls(*names: str) -> list[int] | None:
 
 @cache
 def library() -> ctypes.CDLL | None:
-    """Return the loaded library (its tables initialised), or None if absent."""
+    """Return the loaded library (its tables initialised), or None.
+
+    None when it is absent, or built from sources of another `ABI` (a warning
+    says so: its calls would get the wrong arguments).
+    """
     try:
         native = ctypes.CDLL(str(LIBRARY))
+        abi = native.kernels_abi() if hasattr(native, "kernels_abi") else 1
+        if abi != ABI:
+            warnings.warn(
+                f"{LIBRARY} was built for interface {abi}, not {ABI}: not used;"
+                " reinstall storage-init to rebuild it",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return None
         native.crc_init()
     except (OSError, AttributeError):
         return None

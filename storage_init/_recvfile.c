@@ -16,8 +16,11 @@
  *
  * ABI:
  *   int recv_to_file(const struct io *io, int sock, uint8_t *buf, size_t chunk,
- *                    int fd, int64_t offset, uint64_t count, size_t piece,
- *                    int which, uint64_t state[3], void *mutex);
+ *                    size_t have, int fd, int64_t offset, uint64_t count,
+ *                    size_t piece, int which, uint64_t state[3], void *mutex);
+ *   have: bytes of the run already in buf (those that came with the response's
+ *     head), at most chunk and count: the first chunk is completed after them.
+ *     A small body is then one call, not a Python read and its writes.
  *   which: the CRC (as crc_update), or -1 for none.
  *   mutex: a pthread mutex held around each chunk's writes (NULL: none). The
  *     threads writing one file share one: ext4 serialises a file's writes on its
@@ -52,26 +55,32 @@ u64 crc_update(int which, const u8 *data, size_t n, u64 crc);
 #define EINTR 4
 #define EIO 5
 
-int recv_to_file(const struct io *io, int sock, u8 *buf, size_t chunk, int fd,
-                 i64 offset, u64 count, size_t piece, int which, u64 state[3],
-                 void *mutex) {
+int recv_to_file(const struct io *io, int sock, u8 *buf, size_t chunk,
+                 size_t have, int fd, i64 offset, u64 count, size_t piece,
+                 int which, u64 state[3], void *mutex) {
+    size_t got = have;
     while (state[0] < count) {
         u64 left = count - state[0];
         size_t want = left < chunk ? (size_t)left : chunk;
-        ssize_t got = io->recv(sock, buf, want, MSG_WAITALL);
-        if (got < 0) {
-            int error = *io->errno_location();
-            /* A signal for the process may land in this thread (Python does
-             * not block them in its threads); Python's own calls retry too. */
-            if (error == EINTR) continue;
-            state[2] = (u64)error;
-            return -1;
+        if (got < want) {
+            ssize_t n = io->recv(sock, buf + got, want - got, MSG_WAITALL);
+            if (n < 0) {
+                int error = *io->errno_location();
+                /* A signal for the process may land in this thread (Python does
+                 * not block them in its threads); Python's own calls retry too. */
+                if (error == EINTR) continue;
+                state[2] = (u64)error;
+                return -1;
+            }
+            /* Closed: bytes in hand (the head's) are still written; the next
+             * receive then says so. */
+            if (n == 0 && got == 0) return 1;
+            got += (size_t)n;
         }
-        if (got == 0) return 1;
         i64 at = offset + (i64)state[0];
         if (mutex) io->lock(mutex);
-        for (size_t done = 0; done < (size_t)got;) {
-            size_t n = (size_t)got - done < piece ? (size_t)got - done : piece;
+        for (size_t done = 0; done < got;) {
+            size_t n = got - done < piece ? got - done : piece;
             ssize_t wrote = io->pwrite(fd, buf + done, n, at + (i64)done);
             if (wrote <= 0) {
                 int error = wrote < 0 ? *io->errno_location() : EIO;
@@ -83,8 +92,9 @@ int recv_to_file(const struct io *io, int sock, u8 *buf, size_t chunk, int fd,
             done += (size_t)wrote;
         }
         if (mutex) io->unlock(mutex);
-        if (which >= 0) state[1] = crc_update(which, buf, (size_t)got, state[1]);
+        if (which >= 0) state[1] = crc_update(which, buf, got, state[1]);
         state[0] += (u64)got;
+        got = 0;
     }
     return 0;
 }

@@ -78,13 +78,21 @@ def available() -> bool:
 
 
 def receive_to_file(
-    sock: int, buffer: bytearray, chunk: int, run: FileRun, count: int
+    sock: int,
+    buffer: bytearray,
+    chunk: int,
+    run: FileRun,
+    count: int,
+    *,
+    have: int = 0,
 ) -> bool:
     """Receive `count` bytes from socket `sock` into `run`, `chunk` bytes at a time.
 
     Blocks, with the GIL released: call it from a worker thread. `buffer` holds
-    a chunk (at least `chunk` bytes). Afterwards `run.received` and `run.crc`
-    count the bytes received, written and CRC'd, whatever the outcome.
+    a chunk (at least `chunk` bytes); its first `have` bytes are the run's first
+    bytes, already received (with the response's head). Afterwards
+    `run.received` and `run.crc` count the bytes written and CRC'd, those
+    included, whatever the outcome.
 
     Returns:
         True once all `count` bytes are in; False if the peer closed first.
@@ -94,7 +102,8 @@ def receive_to_file(
             socket's ``SO_RCVTIMEO``.
         LocalIOError: a write to the file failed.
         RuntimeError: the loop is not `available`.
-        ValueError: `buffer` is smaller than `chunk`.
+        ValueError: `buffer` is smaller than `chunk`, or `have` more than a
+            chunk or than `count`.
     """
     native, io = library(), _io()
     if native is None or io is None:
@@ -103,12 +112,16 @@ def receive_to_file(
     if len(buffer) < chunk:
         msg = "the buffer is smaller than a chunk"
         raise ValueError(msg)
+    if not 0 <= have <= min(chunk, count):
+        msg = "more bytes in hand than a chunk or the run"
+        raise ValueError(msg)
     state = (ctypes.c_uint64 * 3)(0, run.crc, 0)
     status: int = native.recv_to_file(
         ctypes.byref(io),
         sock,
         (ctypes.c_char * len(buffer)).from_buffer(buffer),
         chunk,
+        have,
         run.fd,
         run.offset,
         count,

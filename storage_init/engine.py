@@ -901,8 +901,9 @@ class Engine:
         stall = self._cfg.stall_timeout
         offset = offsets[index]
         buffers = [memoryview(b"")]
-        # Natively before the first read (no bytes came with the head) and after
-        # it; a body that cannot then (TLS, chunked) is not asked again.
+        # Natively before the first read and after it (when more bytes came
+        # with the head than the loop takes); a body that cannot then (TLS,
+        # chunked) is not asked again.
         natively = 2
         while True:
             if natively:

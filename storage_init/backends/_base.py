@@ -75,7 +75,8 @@ class BlockingBody(RangeBody, Protocol):
 
         Returns:
             False, having done nothing, when this body cannot (TLS, chunked
-            framing, bytes held back from the head, no native loop): read it.
+            framing, more than a chunk or `count` held from the head, no
+            native loop): read it.
 
         Raises:
             NetworkError: the connection broke, or no byte came for `timeout` s.

@@ -283,13 +283,15 @@ class _Connection:
         """Receive the body's next `count` bytes straight into `run`'s file.
 
         The native loop (`_recvfile`) does what `read` and the reader's writes and
-        CRC would, with one release of the GIL. `run` counts what was done,
+        CRC would, with one release of the GIL; bytes that came with the head go
+        first, so that a small body is a single call. `run` counts what was done,
         whatever the outcome.
 
         Returns:
             False, having done nothing, unless the connection can: plain TCP, a
             body framed by Content-Length with `count` bytes or more still to
-            come and none held back from the head, and the loop available.
+            come (at most a chunk of them held from the head), and the loop
+            available.
 
         Raises:
             WireError: the connection closed mid-body.
@@ -297,23 +299,25 @@ class _Connection:
             OSError: the connection broke.
             LocalIOError: a write to the file failed.
         """
-        remaining = self._remaining
+        remaining, early = self._remaining, self._early
         if (
             self._tls
             or self._chunked is not None
-            or self._early
             or remaining is None
-            or count > remaining
+            or count > remaining + len(early)
+            or len(early) > min(chunk, count)
             or not recvfile.available()
         ):
             return False
         if len(self._buf) < chunk:
             self._buf = bytearray(chunk)
             self._view = memoryview(self._buf)
+        self._buf[: len(early)] = early
+        self._early = b""
         complete = False
         try:
             complete = recvfile.receive_to_file(
-                self._sock.fileno(), self._buf, chunk, run, count
+                self._sock.fileno(), self._buf, chunk, run, count, have=len(early)
             )
         except (BlockingIOError, TimeoutError):
             raise self._timed_out() from None
@@ -321,7 +325,8 @@ class _Connection:
             self.reusable = False
             raise
         finally:
-            self._remaining = remaining - run.received
+            # Bytes held from the head were already taken off `_remaining`.
+            self._remaining = remaining - max(0, run.received - len(early))
             self.done = self._remaining == 0
             if not complete:
                 self.reusable = False

@@ -72,6 +72,58 @@ def test_bytes_land_at_their_offset_with_their_crc(pair, tmp_path, size) -> None
         os.close(fd)
 
 
+@pytest.mark.parametrize(
+    ("have", "size"), [(5, 5), (100, CHUNK), (CHUNK, 2 * CHUNK + 7)]
+)
+def test_bytes_in_hand_go_first(pair, tmp_path, have, size) -> None:
+    """`have` bytes already in the buffer (the head's) are written and CRC'd
+    first, and the first chunk is completed from the socket after them."""
+    crc = crc_algorithm("crc64nvme")
+    data = os.urandom(size)
+    fd = _file(tmp_path, size)
+    try:
+        run = recvfile.FileRun(tmp_path / "f", fd, 0, 0, 0)
+        buffer = bytearray(CHUNK)
+        buffer[:have] = data[:have]
+        sender = _send_later(pair[1], data[have:], close=False)
+        assert recvfile.receive_to_file(
+            pair[0].fileno(), buffer, CHUNK, run, size, have=have
+        )
+        sender.join()
+        assert (run.received, run.crc) == (size, crc.update(data, 0))
+        assert os.pread(fd, size, 0) == data
+    finally:
+        os.close(fd)
+
+
+def test_bytes_in_hand_are_written_when_the_peer_closes(pair, tmp_path) -> None:
+    """A close right after the head: its bytes still land, and count."""
+    fd = _file(tmp_path, 100)
+    try:
+        run = recvfile.FileRun(tmp_path / "f", fd, 0)
+        pair[1].shutdown(socket.SHUT_WR)
+        buffer = bytearray(CHUNK)
+        buffer[:10] = b"0123456789"
+        assert not recvfile.receive_to_file(
+            pair[0].fileno(), buffer, CHUNK, run, 100, have=10
+        )
+        assert run.received == 10
+        assert os.pread(fd, 10, 0) == b"0123456789"
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize(
+    ("have", "count"), [(CHUNK + 1, 2 * CHUNK), (11, 10), (-1, 10)]
+)
+def test_bytes_in_hand_must_fit(pair, tmp_path, have, count) -> None:
+    run = recvfile.FileRun(tmp_path / "f", -1, 0)
+    with pytest.raises(ValueError, match="in hand"):
+        recvfile.receive_to_file(
+            pair[0].fileno(), bytearray(2 * CHUNK), CHUNK, run, count, have=have
+        )
+
+
 def test_no_crc_leaves_it_alone(pair, tmp_path) -> None:
     """Kind -1: the bytes are written, the CRC field is untouched."""
     fd = _file(tmp_path, 1000)

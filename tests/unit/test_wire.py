@@ -436,20 +436,44 @@ needs_native = pytest.mark.skipif(
 
 
 @needs_native
-async def test_receive_to_file_after_the_head_bytes(tmp_path: Path) -> None:
-    """Bytes that came with the head are read first; the rest go natively.
+@pytest.mark.parametrize("size", [100, 1 << 20])
+async def test_receive_to_file_with_the_head_bytes(tmp_path: Path, size: int) -> None:
+    """Bytes that came with the head go first, then the rest, in one native call.
 
     The connection is then at the body's end and goes back to the pool.
     """
-    data = os.urandom(1 << 20)
+    data = os.urandom(size)
     wire = _ok(data)
-    async with scripted(lambda req, n: [wire[:200], wire[200:]]) as url:
+    async with scripted(
+        lambda req, n: [wire[: len(wire) - size + 50], wire[-size + 50 :]]
+    ) as url:
         pool = WirePool(buffer_size=64 << 10)
         try:
             got, attempts = await _to_file(url, pool, tmp_path / "f")
             assert got == data
-            assert True in attempts
+            assert attempts == [True]
             assert sum(len(c) for c in pool._idle.values()) == 1
+        finally:
+            await pool.aclose()
+
+
+@needs_native
+async def test_receive_to_file_declines_more_head_bytes_than_asked(
+    tmp_path: Path,
+) -> None:
+    """More bytes came with the head than the run takes: `read` hands them out."""
+    data = os.urandom(1000)
+    async with scripted(lambda req, n: [_ok(data)]) as url:
+        pool = WirePool(buffer_size=64 << 10)
+        try:
+            response = await pool.request(url, {})
+            run = FileRun(tmp_path / "f", -1, 0)
+            taken = await anyio.to_thread.run_sync(
+                response.receive_to_file_blocking, run, 10, 64 << 10, 5.0
+            )
+            assert (taken, run.received) == (False, 0)
+            assert await response.read_some(2000) == data
+            pool.release(response)
         finally:
             await pool.aclose()
 
