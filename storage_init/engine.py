@@ -138,6 +138,18 @@ def _fill_lanes(ranges: Sequence[ByteRange], ready: list[int]) -> list[int]:
     return taken
 
 
+async def _first_of(*events: anyio.Event) -> None:
+    """Return once any of `events` is set."""
+    async with anyio.create_task_group() as tg:
+
+        async def wait(event: anyio.Event) -> None:
+            await event.wait()
+            tg.cancel_scope.cancel()
+
+        for event in events:
+            tg.start_soon(wait, event)
+
+
 async def _acquire(semaphore: anyio.Semaphore) -> None:
     """Acquire `semaphore`; a free token is taken without a trip round the loop.
 
@@ -177,6 +189,11 @@ class _Job:
     offsets: list[int] = field(default_factory=list)
     #: Per range, set when all of its bytes are on disk.
     landed: list[anyio.Event] = field(default_factory=list)
+    #: Ranges still waiting for their first request slot (see `queued_none`).
+    queued: int = 0
+    #: Set once every range has been requested (or had landed before): what has
+    #: not landed yet is in flight.
+    queued_none: anyio.Event = field(default_factory=anyio.Event)
     #: Completed ranges, for a resume after a kill (large files only).
     journal: RangeJournal | None = None
     #: Bytes taken from an interrupted earlier run.
@@ -659,6 +676,9 @@ class Engine:
         self._open.add(job)
         if job.journal is not None:
             self._adopt_journal(job)
+        job.queued = sum(not landed.is_set() for landed in job.landed)
+        if not job.queued:
+            job.queued_none.set()
         if small:
             # One range: fetch, then hash what needs order (if not done inline);
             # no task group, no hashing task to coordinate.
@@ -766,11 +786,16 @@ class Engine:
 
         A call costs the same whether 1 or 16 of its lanes hold a part (MD5 is a
         chain of dependent steps, so the vector's width is free), so parts wait
-        on disk until 16 have landed, or the last ones have; a file of 21 parts
-        of 50 MB hashes in two calls, not in one per part as they land.
+        on disk until 16 have landed, or until the rest of the file is in flight:
+        those that landed are hashed while the last ones arrive, which leaves one
+        call after the file's last byte, not two. A file of 21 parts of 50 MB
+        hashes in two calls, not in one per part as they land. (2 x 1 GiB model,
+        by hand: 0.23-0.24 s from the last byte to the end of the run before,
+        when the second file's first 16 parts landed near the end too.)
         """
         assert job.temp is not None
         waiting = list(range(len(job.ranges)))
+        early = True  # once: the parts in flight then are hashed in one last call
         while waiting:
             while True:
                 ready = [i for i in waiting if job.landed[i].is_set()]
@@ -780,8 +805,14 @@ class Engine:
                 if parts >= LANES:
                     ready = _fill_lanes(job.ranges, ready)
                     break
+                if early and ready and job.queued_none.is_set():
+                    early = False
+                    break
                 unlanded = next(i for i in waiting if not job.landed[i].is_set())
-                await job.landed[unlanded].wait()
+                if early and ready:
+                    await _first_of(job.landed[unlanded], job.queued_none)
+                else:
+                    await job.landed[unlanded].wait()
             waiting = [i for i in waiting if i not in ready]
             await anyio.to_thread.run_sync(
                 digest.hash_written_parts, job.temp.fd, ready, limiter=self._io
@@ -803,6 +834,7 @@ class Engine:
         """Fetch one range to disk, resuming where a failure left it."""
         byte_range = job.ranges[index]
         budget = RetryBudget(self._cfg.retry)
+        queued = True
         while True:
             start = job.offsets[index]
             if start > byte_range.start and not job.info.ranges_ok:
@@ -812,18 +844,21 @@ class Engine:
                 assert job.digest is not None
                 job.set_check(job.digest.check, inline_limit=INLINE_HASH_LIMIT)
             try:
-                async with (
-                    self._requests,
-                    job.pair.backend.open_range(
+                async with self._requests:
+                    if queued:
+                        queued = False
+                        job.queued -= 1
+                        if not job.queued:
+                            job.queued_none.set()
+                    async with job.pair.backend.open_range(
                         job.pair.uri.bucket,
                         job.info,
                         start,
                         byte_range.end,
                         whole=job.whole and start == 0,
-                    ) as body,
-                ):
-                    await self._adopt_response(job, body.info)
-                    await self._pump(job, index, body)
+                    ) as body:
+                        await self._adopt_response(job, body.info)
+                        await self._pump(job, index, body)
                 if job.offsets[index] >= byte_range.end:
                     if job.journal is not None:
                         job.journal.record(index)

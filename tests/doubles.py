@@ -84,3 +84,26 @@ class SlowBackend(MemoryBackend):
                     return await body.read(size_hint)
 
             yield _Slow()
+
+
+class HeldBackend(MemoryBackend):
+    """A MemoryBackend whose bodies from byte `held_from` on wait for `until`.
+
+    Their requests are open (they hold their slots) while they wait, as a slow
+    server's would be.
+    """
+
+    def __init__(self, held_from: int, until: anyio.Event) -> None:
+        super().__init__()
+        self.held_from = held_from
+        self.until = until
+
+    @asynccontextmanager
+    async def open_range(
+        self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
+    ) -> AsyncIterator[Any]:
+        async with super().open_range(bucket, info, start, end, whole=whole) as body:
+            if start >= self.held_from:
+                with anyio.move_on_after(5):  # never forever, whatever the engine
+                    await self.until.wait()
+            yield body

@@ -25,7 +25,8 @@ from storage_init.backends.memory import MemoryBackend
 from storage_init.engine import _fill_lanes
 from storage_init.manifest import MANIFEST_NAME
 from storage_init.models import MiB, TransferStats
-from tests.doubles import FlakyBackend, SlowBackend
+from storage_init.verify import FileDigest
+from tests.doubles import FlakyBackend, HeldBackend, SlowBackend
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -179,6 +180,40 @@ class TestTransfer:
         )
         assert (tmp_path / "big.bin").read_bytes() == data
         assert report.files[0].verification == "multipart-etag"
+
+    async def test_parts_landed_are_hashed_while_the_last_arrive(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Once every range is requested, the parts that landed are hashed while
+        the ranges in flight arrive: one call is left after the last byte."""
+        monkeypatch.setattr("storage_init.engine.md5_lanes_available", lambda: True)
+        calls: list[list[int]] = []
+        first_call = anyio.Event()
+        hash_parts = FileDigest.hash_written_parts
+
+        def hash_written_parts(self: FileDigest, fd: int, ready: list[int]) -> None:
+            calls.append(list(ready))
+            anyio.from_thread.run_sync(first_call.set)
+            hash_parts(self, fd, ready)
+
+        monkeypatch.setattr(FileDigest, "hash_written_parts", hash_written_parts)
+        data = os.urandom(60 * MiB)  # 12 ranges of one 5 MiB part each
+        store = HeldBackend(held_from=50 * MiB, until=first_call)
+        store.put("b", "big.bin", data, part_size=5 * MiB)
+        with anyio.fail_after(10):
+            report = await download(
+                "memory://b/big.bin",
+                tmp_path,
+                config=_config(),
+                backends={"memory": store},
+            )
+        assert report.files[0].verification == "multipart-etag"
+        # The first call came before the held ranges were let go (it let them
+        # go); the second has everything else.
+        early, last = calls
+        assert early
+        assert max(early) < 10
+        assert sorted(early + last) == list(range(12))
 
     async def test_small_multipart_object(self, tmp_path: Path) -> None:
         """A small object uploaded in parts is fetched whole and checked by parts."""
