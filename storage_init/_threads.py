@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
+from .config import MAX_REQUESTS
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -16,10 +18,13 @@ __all__ = ["run_abortable"]
 
 T = TypeVar("T")
 
-#: Threads for request bodies and heads. Idle ones cost a stack each; there are
-#: never more busy than requests in flight (`TransferConfig.max_concurrency`,
-#: control requests included), far below this.
-_executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="storage-init")
+#: Threads for request bodies and heads, started as needed. Idle ones cost a stack
+#: each; there are never more busy than requests in flight
+#: (`TransferConfig.max_concurrency` + `small_file_concurrency`, at most
+#: `MAX_REQUESTS`).
+_executor = ThreadPoolExecutor(
+    max_workers=MAX_REQUESTS, thread_name_prefix="storage-init"
+)
 
 
 async def run_abortable(func: Callable[[], T], abort: Callable[[], None]) -> T:
@@ -55,7 +60,9 @@ async def run_abortable(func: Callable[[], T], abort: Callable[[], None]) -> T:
 def _fork_safe() -> None:
     """A forked child gets a fresh executor (the parent's threads do not exist)."""
     global _executor
-    _executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="storage-init")
+    _executor = ThreadPoolExecutor(
+        max_workers=MAX_REQUESTS, thread_name_prefix="storage-init"
+    )
 
 
 os.register_at_fork(after_in_child=_fork_safe)

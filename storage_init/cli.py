@@ -101,7 +101,15 @@ def _parser() -> argparse.ArgumentParser:
         "pairs", nargs="*", metavar="SRC DEST", help="source URI and directory pairs"
     )
     parser.add_argument(
-        "--concurrency", type=int, help="requests in flight (STORAGE_INIT_CONCURRENCY)"
+        "--concurrency",
+        type=int,
+        help="ranges and other requests in flight (STORAGE_INIT_CONCURRENCY)",
+    )
+    parser.add_argument(
+        "--small-file-concurrency",
+        type=int,
+        help="small files' GETs in flight, on top "
+        "(STORAGE_INIT_SMALL_FILE_CONCURRENCY)",
     )
     parser.add_argument(
         "--part-size", help="range size, e.g. 32MiB (STORAGE_INIT_PART_SIZE)"
@@ -154,6 +162,9 @@ def _config(args: argparse.Namespace, environ: dict[str, str]) -> StorageConfig:
     transfer = config.transfer
     if args.concurrency is not None:
         transfer = replace(transfer, max_concurrency=args.concurrency)
+    if args.small_file_concurrency is not None:
+        small = args.small_file_concurrency
+        transfer = replace(transfer, small_file_concurrency=small)
     if args.part_size is not None:
         transfer = replace(transfer, part_size=parse_size(args.part_size))
     if args.verify is not None:

@@ -9,9 +9,10 @@ Shape of one run, for any number of source/destination pairs::
              └▶ small files (one range, no HEAD): signed here ──▶ the lane: a worker
                 thread sends the GET, writes, checksums, verifies and renames the file
 
-- One `CapacityLimiter(max_concurrency)` caps requests in flight for all files and
-  pairs (a lane worker holds one token). Listing streams page by page; files start
-  while listing goes on.
+- One `CapacityLimiter(max_concurrency)` caps ranges (and other requests) in flight
+  for all files and pairs; another, `small_file_concurrency`, the lane's workers,
+  each with one small file's GET at a time: those wait on round trips, not on
+  bandwidth. Listing streams page by page; files start while listing goes on.
 - Small files go down the lane (`_lane.Lane`): per file the event loop only signs
   the request and records the result; a retryable failure sends the file the
   per-file way, whose retries and backoff handle it.
@@ -299,6 +300,7 @@ class Engine:
         self._cfg = cfg
         self._progress = progress
         self._requests = anyio.CapacityLimiter(cfg.max_concurrency)
+        self._small_requests = anyio.CapacityLimiter(cfg.small_file_concurrency)
         self._files = anyio.Semaphore(2 * cfg.max_concurrency)
         #: Files in the lane, queued or in a worker's hands (see `LANE_WINDOW`).
         self._lane_window = anyio.Semaphore(LANE_WINDOW)
@@ -345,8 +347,8 @@ class Engine:
             async with anyio.create_task_group() as tg:
                 self._lane = Lane(
                     tg,
-                    self._requests,
-                    self._cfg.max_concurrency,
+                    self._small_requests,
+                    self._cfg.small_file_concurrency,
                     self._fetch_small,
                     self._finish_small,
                 )

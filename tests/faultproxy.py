@@ -40,9 +40,12 @@ class Faults:
         stall_at: stop forwarding after this many bytes, until the client gives up.
         slowdown: answer this many requests with 503 SlowDown instead of forwarding.
         refuse: refuse this many connections outright (as a closed port would).
+        delay: seconds each read from the server waits before it is forwarded: every
+            response comes a round trip late, as from a distant store.
         budget: how many connections may be hit by flip/reset/truncate/stall.
         injected: how many faults were injected (all kinds).
         ranges: the (start, end) of every ranged request seen, in order.
+        connections: connections accepted.
     """
 
     flip_at: int | None = None
@@ -51,9 +54,11 @@ class Faults:
     stall_at: int | None = None
     slowdown: int = 0
     refuse: int = 0
+    delay: float = 0.0
     budget: int = 1_000_000
     injected: int = 0
     ranges: list[tuple[int, int | None]] = field(default_factory=list)
+    connections: int = 0
 
     def _take(self) -> bool:
         if self.budget <= 0:
@@ -155,6 +160,8 @@ class FaultProxy:
                     writer.close()
                     return
                 seen = end
+                if faults.delay:
+                    await asyncio.sleep(faults.delay)
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -189,6 +196,7 @@ class FaultProxy:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         faults = self.faults
+        faults.connections += 1
         if faults.refuse > 0:
             faults.refuse -= 1
             faults.injected += 1

@@ -162,6 +162,9 @@ class Fetcher:
         verify: verify TLS certificates: False, True or a CA bundle path.
         connect_timeout: seconds to connect.
         read_timeout: seconds to wait for a response head.
+        max_idle: direct connections kept open per host between requests: the
+            requests in flight (`TransferConfig.connections`), so that none is
+            made again (a round trip, and a TLS handshake).
     """
 
     def __init__(
@@ -172,6 +175,7 @@ class Fetcher:
         verify: bool | str,
         connect_timeout: float,
         read_timeout: float,
+        max_idle: int = 16,
     ) -> None:
         self._session = session
         self._proxy = proxy
@@ -180,6 +184,7 @@ class Fetcher:
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             buffer_size=WIRE_BUFFER,
+            max_idle=max_idle,
         )
 
     @asynccontextmanager

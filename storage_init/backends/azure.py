@@ -177,7 +177,8 @@ class AzureBackend(WholeObjects, FetchedRanges):
         credential: for ``identity`` access, a token credential of the caller's
             (an async server's own azure-identity credential); it is not closed
             here. Without it, one is made from `options` and closed by `aclose`.
-        max_connections: size of the connection pool.
+        max_connections: size of the connection pool, and direct connections
+            kept open (`TransferConfig.connections`).
         proxy: proxies by scheme.
     """
 
@@ -225,7 +226,7 @@ class AzureBackend(WholeObjects, FetchedRanges):
         backend = cls(
             access,
             config.azure,
-            max_connections=config.transfer.max_concurrency + 4,
+            max_connections=config.transfer.connections,
             proxy=config.proxy,
         )
         if access.kind == "identity":
@@ -277,6 +278,7 @@ class AzureBackend(WholeObjects, FetchedRanges):
                     verify=verify,
                     connect_timeout=opts.connect_timeout,
                     read_timeout=opts.read_timeout,
+                    max_idle=self._max_connections,
                 )
                 # The SDK shares our connection pool; we close the session.
                 transport = AioHttpTransport(session=self._session, session_owner=False)

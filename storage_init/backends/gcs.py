@@ -92,7 +92,8 @@ class GCSBackend(WholeObjects, FetchedRanges):
 
     Args:
         options: emulator host, credentials file, anonymous access, timeouts.
-        max_connections: size of the connection pool.
+        max_connections: size of the connection pool, and direct connections
+            kept open (`TransferConfig.connections`).
         proxy: proxies by scheme.
     """
 
@@ -121,7 +122,7 @@ class GCSBackend(WholeObjects, FetchedRanges):
         del uri  # one instance serves every bucket
         return cls(
             config.gcs,
-            max_connections=config.transfer.max_concurrency + 4,
+            max_connections=config.transfer.connections,
             proxy=config.proxy,
         )
 
@@ -141,6 +142,7 @@ class GCSBackend(WholeObjects, FetchedRanges):
                     verify=opts.verify_ssl,
                     connect_timeout=opts.connect_timeout,
                     read_timeout=opts.read_timeout,
+                    max_idle=self._max_connections,
                 )
                 anonymous = opts.anonymous or bool(opts.emulator_host)
                 if not anonymous:

@@ -80,7 +80,8 @@ class HTTPBackend(WholeObjects, FetchedRanges):
 
     Args:
         options: headers per host, TLS settings, the expected SHA-256, timeouts.
-        max_connections: size of the connection pool.
+        max_connections: size of the connection pool, and direct connections
+            kept open (`TransferConfig.connections`).
         proxy: proxies by scheme.
     """
 
@@ -108,7 +109,7 @@ class HTTPBackend(WholeObjects, FetchedRanges):
         del uri  # one instance serves every bucket
         return cls(
             config.http,
-            max_connections=config.transfer.max_concurrency + 4,
+            max_connections=config.transfer.connections,
             proxy=config.proxy,
         )
 
@@ -132,6 +133,7 @@ class HTTPBackend(WholeObjects, FetchedRanges):
                 verify=self._verify(),
                 connect_timeout=opts.connect_timeout,
                 read_timeout=opts.read_timeout,
+                max_idle=self._max_connections,
             )
         return self._fetch
 

@@ -70,8 +70,9 @@ class S3Backend(FetchedRanges):
 
     Args:
         options: endpoint, region, credentials and timeouts.
-        max_connections: size of each connection pool; at least the engine's
-            `max_concurrency`.
+        max_connections: size of each connection pool, and direct connections
+            kept open: at least the engine's requests in flight
+            (`TransferConfig.connections`).
         proxy: proxies by scheme.
     """
 
@@ -97,7 +98,7 @@ class S3Backend(FetchedRanges):
         del uri  # one instance serves every bucket
         return cls(
             config.s3,
-            max_connections=config.transfer.max_concurrency + 4,
+            max_connections=config.transfer.connections,
             proxy=config.proxy,
         )
 
@@ -148,6 +149,7 @@ class S3Backend(FetchedRanges):
                     verify=self._verify(),
                     connect_timeout=opts.connect_timeout,
                     read_timeout=opts.read_timeout,
+                    max_idle=self._max_connections,
                 )
                 self._stack.push_async_callback(fetch.aclose)
                 lean, credentials = lean_credentials(opts)

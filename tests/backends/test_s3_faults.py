@@ -11,6 +11,7 @@ import copy
 import hashlib
 import os
 import time
+from dataclasses import replace
 
 import anyio
 import pytest
@@ -216,3 +217,28 @@ async def test_small_file_flipped_byte_fails(s3_server, small_files, tmp_path) -
         assert path.name in files or path.name == ".storage-init-manifest.jsonl"
         if path.name in files:
             assert path.read_bytes() == files[path.name]
+
+
+async def test_small_files_go_wider_than_ranges(s3_server, tmp_path) -> None:
+    """Small files' GETs wait on round trips: `small_file_concurrency` of them go
+    at once, beyond `max_concurrency` (the ranges' limit)."""
+    seeder = S3Seeder(s3_server)
+    files = {f"wide/f{i:02d}": os.urandom(1000 + i) for i in range(24)}
+    for key, data in files.items():
+        seeder.put(key, data, checksum="crc64nvme")
+    faults = Faults(delay=0.2)
+    with fault_proxy(s3_server.endpoint, faults) as proxy:
+        config = _config(proxy.endpoint, s3_server)
+        transfer = replace(
+            config.transfer, max_concurrency=2, small_file_concurrency=12
+        )
+        await download(
+            f"s3://{s3_server.bucket}/wide/",
+            tmp_path,
+            config=replace(config, transfer=transfer),
+        )
+    for key, data in files.items():
+        assert (tmp_path / key.removeprefix("wide/")).read_bytes() == data
+    # Each GET holds its connection for a round trip: 12 at once need 12 (2, with
+    # the ranges' limit, as before); the listing has one more.
+    assert 6 < faults.connections <= 12 + 2 + 1, faults.connections

@@ -102,6 +102,8 @@ class TestFlags:
                 "/d",
                 "--concurrency",
                 "4",
+                "--small-file-concurrency",
+                "6",
                 "--part-size",
                 "16MiB",
                 "--verify",
@@ -122,6 +124,7 @@ class TestFlags:
         assert not transfer.skip_unchanged
         assert transfer.memory_bound <= 8 * MiB
         assert transfer.max_concurrency <= 4
+        assert transfer.small_file_concurrency <= 6
         assert config.http.sha256 == "ab" * 32
 
 

@@ -39,9 +39,23 @@ class TestParseSize:
 
 class TestTransferConfig:
     def test_memory_bound_formula(self) -> None:
-        """The stated bound is (requests + hashers) chunks + socket buffers."""
-        cfg = TransferConfig(max_concurrency=4, io_concurrency=2, chunk_size=MiB)
-        assert cfg.memory_bound == 6 * MiB + 4 * (2 * MiB + 256 * 1024)
+        """The stated bound is (requests + hashers) chunks + socket buffers,
+        and a connection buffer per small file's GET."""
+        cfg = TransferConfig(
+            max_concurrency=4,
+            small_file_concurrency=3,
+            io_concurrency=2,
+            chunk_size=MiB,
+        )
+        assert cfg.memory_bound == 6 * MiB + 4 * (2 * MiB + 256 * 1024) + 3 * MiB
+        small = TransferConfig(small_file_concurrency=2, chunk_size=64 * 1024)
+        assert (
+            small.memory_bound
+            - TransferConfig(
+                small_file_concurrency=1, chunk_size=64 * 1024
+            ).memory_bound
+            == 256 * 1024
+        )  # a connection's buffer, at least
 
     @pytest.mark.parametrize(
         "kwargs",
@@ -50,6 +64,8 @@ class TestTransferConfig:
             {"chunk_size": 1024},
             {"chunk_size": 64 * MiB},
             {"max_concurrency": 0},
+            {"small_file_concurrency": 0},
+            {"max_concurrency": 200, "small_file_concurrency": 57},
             {"io_concurrency": 0},
             {"stall_timeout": 0},
         ],
@@ -192,6 +208,9 @@ class TestFromEnv:
         assert cfg.part_size == 16 * MiB
         assert cfg.verify is VerifyMode.STRICT
         assert cfg.memory_bound <= 8 * MiB
+        small = from_env({"STORAGE_INIT_SMALL_FILE_CONCURRENCY": "5"}).transfer
+        assert (small.small_file_concurrency, small.max_concurrency) == (5, 8)
+        assert small.connections == 5 + 8 + 4
 
     @pytest.mark.parametrize(
         "env",
