@@ -7,7 +7,11 @@ the GCS, Azure, http(s) and S3 servers against curl, kserve-storage and the Azur
 
 Starts SeaweedFS on 127.0.0.1 and seeds two workloads - an LLM-like model (two
 shards plus small files) and 1000 files of 100 KiB - each twice: as s5cmd uploads
-them (MD5 ETags) and as current AWS SDKs upload them (full-object CRC64NVME). Then
+them (MD5 ETags) and as current AWS SDKs upload them (full-object CRC64NVME). The
+small files are also fetched "away": through `benchmarks.delayproxy`, which
+delivers every response 30 ms late (``--away-ms``), as a store across a network
+would; on loopback a GET costs no round trip, so how many a tool keeps in flight
+would not show otherwise. Then
 it runs every tool on every seeded workload in alternating order (each workload
 read once, untimed, first in every round), flushing dirty pages before each run,
 checks each output is byte-identical to the source, and writes
@@ -256,6 +260,29 @@ def _stop_server(work: Path) -> None:
     subprocess.run([str(script), "stop"], env=env, check=False, capture_output=True)
 
 
+def _start_delay(env: Mapping[str, str], ms: int) -> tuple[subprocess.Popen[str], str]:
+    """Start `benchmarks.delayproxy` in front of the S3 endpoint in `env`.
+
+    Returns the process and the endpoint URL to use instead.
+    """
+    upstream = env["AWS_ENDPOINT_URL"].removeprefix("http://").rstrip("/")
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.delayproxy", upstream, str(ms / 1000)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proxy.stdout is not None
+    port = int(proxy.stdout.readline())
+    return proxy, f"http://127.0.0.1:{port}"
+
+
+def _stop_delay(proxy: subprocess.Popen[str] | None) -> None:
+    if proxy is not None:
+        proxy.terminate()
+        proxy.wait(timeout=10)
+
+
 def _machine() -> dict[str, object]:
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     cpu = "unknown"
@@ -384,6 +411,12 @@ def main() -> int:
     )
     parser.add_argument("--small-count", type=int, default=1000)
     parser.add_argument(
+        "--away-ms",
+        type=int,
+        default=30,
+        help="the small files again, every response this late (0: not)",
+    )
+    parser.add_argument(
         "--big-gib",
         type=int,
         default=4,
@@ -448,10 +481,13 @@ def main() -> int:
         )
         # One upload style: the series is about how time grows with size.
         workloads[f"scaling {gib:g} GiB"] = (scaled, sdk_only)
+    away_of = f"{count} x 100KiB"
+    away_name = f"{count} x 100KiB, {args.away_ms} ms away"
     # Every run seeds afresh; SeaweedFS would otherwise keep the old copies (tens of
     # GiB after a few full runs) until a vacuum.
     shutil.rmtree(work / "seaweedfs", ignore_errors=True)
     env = _start_server(work)
+    delay: subprocess.Popen[str] | None = None
     try:
         urls: dict[str, str] = {}
         sources: dict[str, Path] = {}
@@ -465,6 +501,15 @@ def main() -> int:
                 print(f"seeded {label} in {elapsed:.1f} s", flush=True)
                 urls[label] = url
                 sources[label] = local
+        # The same objects, through the delaying proxy.
+        away: set[str] = set()
+        if args.away_ms:
+            for label in list(urls):
+                workload, _, name = label.partition(", ")
+                if workload == away_of:
+                    away.add(f"{away_name}, {name}")
+                    urls[f"{away_name}, {name}"] = urls[label]
+                    sources[f"{away_name}, {name}"] = sources[label]
         # SeaweedFS keeps growing its heap while it ingests (about 1 GB per 2 GiB
         # uploaded) and serves more slowly afterwards; restart it on the same data
         # so that every tool meets a server in its steady state.
@@ -476,8 +521,13 @@ def main() -> int:
             if rnd:
                 # Serving, SeaweedFS grew to 2.6 GB of RSS and 3x the CPU per GiB
                 # by the second round of a full run: each round gets a fresh one.
+                _stop_delay(delay)
+                delay = None
                 _stop_server(work)
                 env = _start_server(work)
+            away_env = dict(env)
+            if away:
+                delay, away_env["AWS_ENDPOINT_URL"] = _start_delay(env, args.away_ms)
             server = int((work / "seaweedfs" / "pid").read_text())
             order = tools if rnd % 2 == 0 else list(reversed(tools))
             for seed_name, url in urls.items():
@@ -489,6 +539,7 @@ def main() -> int:
                 shutil.rmtree(dest, ignore_errors=True)
                 dest.mkdir()
                 run_measured(s5cmd_cmd(url, dest, env), env=env)
+                tool_env = away_env if seed_name in away else env
                 for tool in order:
                     dest = work / "out"
                     shutil.rmtree(dest, ignore_errors=True)
@@ -496,7 +547,9 @@ def main() -> int:
                     # Start every run with no dirty pages left from the last one.
                     os.sync()
                     before = _process_cpu(server)
-                    m: Measured = run_measured(TOOLS[tool](url, dest, env), env=env)
+                    m: Measured = run_measured(
+                        TOOLS[tool](url, dest, tool_env), env=tool_env
+                    )
                     run = Run(
                         tool,
                         seed_name,
@@ -522,6 +575,7 @@ def main() -> int:
                         print(m.stderr[-2000:], file=sys.stderr)
         shutil.rmtree(work / "out", ignore_errors=True)
     finally:
+        _stop_delay(delay)
         _stop_server(work)
         # Reseeded by every run; tens of GB after a full one.
         shutil.rmtree(work / "seaweedfs", ignore_errors=True)
@@ -546,9 +600,16 @@ def main() -> int:
         for name, values in startup.items()
         if values
     )
+    also_away = (
+        f" (also {args.away_ms} ms away: every response that late, through "
+        "benchmarks.delayproxy)"
+        if args.away_ms
+        else ""
+    )
     header = (
         f"Workloads: a model of 2 x {args.shard_mib} MiB shards + 6 small files, "
-        f"1000 files of 100 KiB, one {args.big_gib} GiB file, and the scaling series "
+        f"{count} files of 100 KiB{also_away}, one {args.big_gib} GiB file, and "
+        "the scaling series "
         f"(the model at {args.scaling or 'no'} GiB, SDK upload only); {args.runs} "
         "alternating runs; median (min-max).\n"
         f"Machine: {machine['cores']} cores, {machine['memory_gib']} GiB, "

@@ -26,6 +26,8 @@ def test_harness_runs(tmp_path) -> None:
             "1",
             "--small-count",
             "10",
+            "--away-ms",
+            "20",
             "--big-gib",
             "0",
             "--scaling",
@@ -52,13 +54,18 @@ def test_harness_runs(tmp_path) -> None:
     data = json.loads((tmp_path / "out" / "latest.json").read_text())
     runs = data["runs"]
     assert {r["tool"] for r in runs} == {"storage-init", "s5cmd"}
-    # 2 tools x (2 workloads x 2 upload styles + 2 scaling sizes x 1 style)
-    assert len(runs) == 12
+    # 2 tools x (3 workloads (the small files near and away) x 2 upload styles
+    # + 2 scaling sizes x 1 style)
+    assert len(runs) == 16
     assert all(r["identical"] and r["code"] == 0 for r in runs)
     assert all(r["server_cpu"] >= 0 for r in runs)  # read from /proc per run
     assert {r["seed"] for r in runs if r["seed"].startswith("scaling")} == {
         "scaling 0.001 GiB, sdk-upload (CRC64NVME)",
         "scaling 0.002 GiB, sdk-upload (CRC64NVME)",
+    }
+    assert {r["seed"] for r in runs if "away" in r["seed"]} == {
+        "10 x 100KiB, 20 ms away, s5cmd-upload (MD5)",
+        "10 x 100KiB, 20 ms away, sdk-upload (CRC64NVME)",
     }
     other = json.loads((tmp_path / "out" / "backends.json").read_text())["runs"]
     assert {r["tool"] for r in other} == {"storage-init", "curl", "kserve-storage"}
