@@ -13,7 +13,7 @@ MD5, awscrt for CRCs, Python's receive loop).
 from __future__ import annotations
 
 import ctypes
-import warnings
+import logging
 from functools import cache
 from pathlib import Path
 from typing import TypeVar
@@ -26,6 +26,8 @@ __all__ = [
     "library_holding_gil",
     "pointer",
 ]
+
+log = logging.getLogger(__name__)
 
 #: The compiled library, beside this module.
 # Not "_native.so": Python would import that name as an extension module.
@@ -81,17 +83,18 @@ def library() -> ctypes.CDLL | None:
     """Return the loaded library (its tables initialised), or None.
 
     None when it is absent, or built from sources of another `ABI` (a warning
-    says so: its calls would get the wrong arguments).
+    is logged: its calls would get the wrong arguments).
     """
     try:
         native = ctypes.CDLL(str(LIBRARY))
         abi = native.kernels_abi() if hasattr(native, "kernels_abi") else 1
         if abi != ABI:
-            warnings.warn(
-                f"{LIBRARY} was built for interface {abi}, not {ABI}: not used;"
+            log.warning(
+                "%s was built for interface %s, not %s: not used;"
                 " reinstall storage-init to rebuild it",
-                RuntimeWarning,
-                stacklevel=2,
+                LIBRARY,
+                abi,
+                ABI,
             )
             return None
         native.crc_init()
