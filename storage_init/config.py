@@ -198,8 +198,9 @@ class TransferConfig:
     def with_memory_budget(self, budget: int) -> Self:
         """Return a copy whose `memory_bound` fits in `budget` bytes.
 
-        Concurrency is kept when it fits; otherwise the chunk size, then the
-        small files' concurrency, then the ranges' shrink, in that order.
+        Concurrency is kept when it fits; otherwise the small files' concurrency
+        shrinks to the ranges' (what it was before it had a limit of its own),
+        then the chunk size, then both concurrencies, in that order.
 
         Raises:
             ConfigError: the budget is below 4 MiB.
@@ -209,11 +210,14 @@ class TransferConfig:
             raise ConfigError(msg)
         cfg = self
         while cfg.memory_bound > budget:
-            if cfg.chunk_size > 64 * KiB:
-                cfg = replace(cfg, chunk_size=cfg.chunk_size // 2)
-            elif cfg.small_file_concurrency > 1:
-                small = cfg.small_file_concurrency // 2
+            small = cfg.small_file_concurrency
+            if small > cfg.max_concurrency:
+                small = max(cfg.max_concurrency, small // 2)
                 cfg = replace(cfg, small_file_concurrency=small)
+            elif cfg.chunk_size > 64 * KiB:
+                cfg = replace(cfg, chunk_size=cfg.chunk_size // 2)
+            elif small > 1:
+                cfg = replace(cfg, small_file_concurrency=small // 2)
             elif cfg.max_concurrency > 1:
                 cfg = replace(cfg, max_concurrency=cfg.max_concurrency // 2)
             else:

@@ -82,6 +82,14 @@ class TestTransferConfig:
         """A memory budget yields a config whose bound fits in it."""
         assert TransferConfig().with_memory_budget(budget).memory_bound <= budget
 
+    def test_budget_takes_small_files_concurrency_first(self) -> None:
+        """Down to the ranges' concurrency, small files' GETs give way before the
+        chunk size does (a budget that fitted before they had their own limit
+        keeps its chunks)."""
+        cfg = TransferConfig().with_memory_budget(24 * MiB)
+        assert (cfg.chunk_size, cfg.max_concurrency) == (256 * 1024, 8)
+        assert 8 <= cfg.small_file_concurrency < 64
+
     def test_budget_too_small(self) -> None:
         """A budget below one request's needs is refused."""
         with pytest.raises(ConfigError):
