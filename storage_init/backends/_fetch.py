@@ -175,7 +175,7 @@ class Fetcher:
         verify: bool | str,
         connect_timeout: float,
         read_timeout: float,
-        max_idle: int = 16,
+        max_idle: int,
     ) -> None:
         self._session = session
         self._proxy = proxy

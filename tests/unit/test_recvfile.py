@@ -8,7 +8,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -46,71 +46,77 @@ def _send_later(sock: socket.socket, data: bytes, *, close: bool) -> threading.T
     return thread
 
 
-def _file(tmp_path: Path, size: int) -> int:
-    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
-    os.ftruncate(fd, size)
-    return fd
+@pytest.fixture
+def open_file(tmp_path: Path) -> Iterator[Callable[[int], int]]:
+    """``open_file(size)``: ``tmp_path / "f"`` of `size` bytes, open read-write;
+    closed after the test."""
+    fds: list[int] = []
+
+    def open_(size: int) -> int:
+        fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+        fds.append(fd)
+        os.ftruncate(fd, size)
+        return fd
+
+    yield open_
+    for fd in fds:
+        os.close(fd)
 
 
 @pytest.mark.parametrize("size", [1, CHUNK - 1, CHUNK, 3 * CHUNK + 12345])
-def test_bytes_land_at_their_offset_with_their_crc(pair, tmp_path, size) -> None:
+def test_bytes_land_at_their_offset_with_their_crc(
+    pair, tmp_path, size, open_file
+) -> None:
     """The bytes are written from `offset` on and the CRC goes on from the old one."""
     crc = crc_algorithm("crc64nvme")
     head, data = b"already here", os.urandom(size)
-    fd = _file(tmp_path, len(head) + size)
-    try:
-        os.pwrite(fd, head, 0)
-        run = recvfile.FileRun(tmp_path / "f", fd, len(head), 0, crc.update(head, 0))
-        sender = _send_later(pair[1], data, close=False)
-        buffer = bytearray(CHUNK)
-        assert recvfile.receive_to_file(pair[0].fileno(), buffer, CHUNK, run, size)
-        sender.join()
-        assert run.received == size
-        assert run.crc == crc.update(head + data, 0)
-        assert os.pread(fd, len(head) + size, 0) == head + data
-    finally:
-        os.close(fd)
+    fd = open_file(len(head) + size)
+    os.pwrite(fd, head, 0)
+    run = recvfile.FileRun(tmp_path / "f", fd, len(head), 0, crc.update(head, 0))
+    sender = _send_later(pair[1], data, close=False)
+    buffer = bytearray(CHUNK)
+    assert recvfile.receive_to_file(pair[0].fileno(), buffer, CHUNK, run, size)
+    sender.join()
+    assert run.received == size
+    assert run.crc == crc.update(head + data, 0)
+    assert os.pread(fd, len(head) + size, 0) == head + data
 
 
 @pytest.mark.parametrize(
     ("have", "size"), [(5, 5), (100, CHUNK), (CHUNK, 2 * CHUNK + 7)]
 )
-def test_bytes_in_hand_go_first(pair, tmp_path, have, size) -> None:
+def test_bytes_in_hand_go_first(pair, tmp_path, have, size, open_file) -> None:
     """`have` bytes already in the buffer (the head's) are written and CRC'd
     first, and the first chunk is completed from the socket after them."""
     crc = crc_algorithm("crc64nvme")
     data = os.urandom(size)
-    fd = _file(tmp_path, size)
-    try:
-        run = recvfile.FileRun(tmp_path / "f", fd, 0, 0, 0)
-        buffer = bytearray(CHUNK)
-        buffer[:have] = data[:have]
-        sender = _send_later(pair[1], data[have:], close=False)
-        assert recvfile.receive_to_file(
-            pair[0].fileno(), buffer, CHUNK, run, size, have=have
-        )
-        sender.join()
-        assert (run.received, run.crc) == (size, crc.update(data, 0))
-        assert os.pread(fd, size, 0) == data
-    finally:
-        os.close(fd)
+    fd = open_file(size)
+    run = recvfile.FileRun(tmp_path / "f", fd, 0, 0, 0)
+    buffer = bytearray(CHUNK)
+    buffer[:have] = data[:have]
+    sender = _send_later(pair[1], data[have:], close=False)
+    assert recvfile.receive_to_file(
+        pair[0].fileno(), buffer, CHUNK, run, size, have=have
+    )
+    sender.join()
+    assert (run.received, run.crc) == (size, crc.update(data, 0))
+    assert os.pread(fd, size, 0) == data
 
 
-def test_bytes_in_hand_are_written_when_the_peer_closes(pair, tmp_path) -> None:
+def test_bytes_in_hand_are_written_when_the_peer_closes(
+    pair, tmp_path, open_file
+) -> None:
     """A close right after the head: its bytes still land, and count."""
-    fd = _file(tmp_path, 100)
-    try:
-        run = recvfile.FileRun(tmp_path / "f", fd, 0)
-        pair[1].shutdown(socket.SHUT_WR)
-        buffer = bytearray(CHUNK)
-        buffer[:10] = b"0123456789"
-        assert not recvfile.receive_to_file(
-            pair[0].fileno(), buffer, CHUNK, run, 100, have=10
-        )
-        assert run.received == 10
-        assert os.pread(fd, 10, 0) == b"0123456789"
-    finally:
-        os.close(fd)
+    fd = open_file(100)
+    run = recvfile.FileRun(tmp_path / "f", fd, 0)
+    pair[1].shutdown(socket.SHUT_WR)
+    buffer = bytearray(CHUNK)
+    buffer[:10] = b"0123456789"
+    assert not recvfile.receive_to_file(
+        pair[0].fileno(), buffer, CHUNK, run, 100, have=10
+    )
+    assert run.received == 10
+    assert os.pread(fd, 10, 0) == b"0123456789"
 
 
 @pytest.mark.parametrize(
@@ -124,69 +130,53 @@ def test_bytes_in_hand_must_fit(pair, tmp_path, have, count) -> None:
         )
 
 
-def test_no_crc_leaves_it_alone(pair, tmp_path) -> None:
+def test_no_crc_leaves_it_alone(pair, tmp_path, open_file) -> None:
     """Kind -1: the bytes are written, the CRC field is untouched."""
-    fd = _file(tmp_path, 1000)
-    try:
-        run = recvfile.FileRun(tmp_path / "f", fd, 0, -1, 42)
-        _send_later(pair[1], b"x" * 1000, close=False).join()
-        assert recvfile.receive_to_file(
-            pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 1000
-        )
-        assert (run.received, run.crc) == (1000, 42)
-    finally:
-        os.close(fd)
+    fd = open_file(1000)
+    run = recvfile.FileRun(tmp_path / "f", fd, 0, -1, 42)
+    _send_later(pair[1], b"x" * 1000, close=False).join()
+    assert recvfile.receive_to_file(
+        pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 1000
+    )
+    assert (run.received, run.crc) == (1000, 42)
 
 
-def test_stops_at_count(pair, tmp_path) -> None:
+def test_stops_at_count(pair, tmp_path, open_file) -> None:
     """Bytes past `count` stay in the socket for the next reader."""
-    fd = _file(tmp_path, 10)
-    try:
-        run = recvfile.FileRun(tmp_path / "f", fd, 0)
-        _send_later(pair[1], b"0123456789rest", close=False).join()
-        assert recvfile.receive_to_file(
-            pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 10
-        )
-        assert pair[0].recv(100) == b"rest"
-    finally:
-        os.close(fd)
+    fd = open_file(10)
+    run = recvfile.FileRun(tmp_path / "f", fd, 0)
+    _send_later(pair[1], b"0123456789rest", close=False).join()
+    assert recvfile.receive_to_file(pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 10)
+    assert pair[0].recv(100) == b"rest"
 
 
-def test_peer_closing_early_reports_what_arrived(pair, tmp_path) -> None:
+def test_peer_closing_early_reports_what_arrived(pair, tmp_path, open_file) -> None:
     """A body cut short returns False; what arrived is written and counted."""
     crc = crc_algorithm("crc32c")
     data = os.urandom(CHUNK + 500)
-    fd = _file(tmp_path, 2 * CHUNK)
-    try:
-        run = recvfile.FileRun(tmp_path / "f", fd, 0, 1, 0)
-        _send_later(pair[1], data, close=True).join()
-        assert not recvfile.receive_to_file(
-            pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 2 * CHUNK
-        )
-        assert run.received == len(data)
-        assert run.crc == crc.update(data, 0)
-        assert os.pread(fd, len(data), 0) == data
-    finally:
-        os.close(fd)
+    fd = open_file(2 * CHUNK)
+    run = recvfile.FileRun(tmp_path / "f", fd, 0, 1, 0)
+    _send_later(pair[1], data, close=True).join()
+    assert not recvfile.receive_to_file(
+        pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 2 * CHUNK
+    )
+    assert run.received == len(data)
+    assert run.crc == crc.update(data, 0)
+    assert os.pread(fd, len(data), 0) == data
 
 
-def test_silence_times_out(pair, tmp_path) -> None:
+def test_silence_times_out(pair, tmp_path, open_file) -> None:
     """SO_RCVTIMEO bounds each wait: a receive with no byte fails with EAGAIN."""
     timeval = struct.pack("@ll", 0, 200_000)
     pair[0].setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-    fd = _file(tmp_path, 100)
-    try:
-        run = recvfile.FileRun(tmp_path / "f", fd, 0)
-        _send_later(pair[1], b"y" * 10, close=False).join()
-        started = time.monotonic()
-        with pytest.raises(BlockingIOError):
-            recvfile.receive_to_file(
-                pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 100
-            )
-        assert time.monotonic() - started < 5
-        assert run.received == 10  # what came before the silence is kept
-    finally:
-        os.close(fd)
+    fd = open_file(100)
+    run = recvfile.FileRun(tmp_path / "f", fd, 0)
+    _send_later(pair[1], b"y" * 10, close=False).join()
+    started = time.monotonic()
+    with pytest.raises(BlockingIOError):
+        recvfile.receive_to_file(pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 100)
+    assert time.monotonic() - started < 5
+    assert run.received == 10  # what came before the silence is kept
 
 
 def test_write_failure_is_a_local_error(pair, tmp_path) -> None:
@@ -205,10 +195,10 @@ def test_write_failure_is_a_local_error(pair, tmp_path) -> None:
         os.close(fd)
 
 
-def test_a_signal_does_not_break_the_receive(pair, tmp_path) -> None:
+def test_a_signal_does_not_break_the_receive(pair, tmp_path, open_file) -> None:
     """A signal landing in the receiving thread (EINTR) is retried, as Python does."""
     got: list[object] = []
-    fd = _file(tmp_path, 4 * WRITE_PIECE)
+    fd = open_file(4 * WRITE_PIECE)
     data = os.urandom(4 * WRITE_PIECE)
 
     def receive() -> None:
@@ -236,7 +226,6 @@ def test_a_signal_does_not_break_the_receive(pair, tmp_path) -> None:
         assert os.pread(fd, len(data), 0) == data
     finally:
         signal.signal(signal.SIGUSR1, previous)
-        os.close(fd)
 
 
 def test_receivers_of_one_file_share_its_mutex(tmp_path) -> None:
