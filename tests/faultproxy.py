@@ -79,22 +79,22 @@ class FaultProxy:
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._server: asyncio.Server | None = None
+        self._acceptor: asyncio.Task[None] | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._sockets: set[socket.socket] = set()
         self._handlers: set[asyncio.Task[None]] = set()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._accept, "127.0.0.1", 0)
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.setblocking(False)
+        self._sockets.add(listener)
+        self.port = listener.getsockname()[1]
+        self._acceptor = self._loop.create_task(self._accept(listener))
         self._ready.set()
         self._loop.run_forever()
         # Connections still open when the test ends are closed before the loop is,
         # so that no transport is left for the garbage collector to complain about.
-        self._loop.run_until_complete(self._settle())
         for writer in self._writers:
             writer.transport.abort()
         tasks = asyncio.all_tasks(self._loop)
@@ -170,27 +170,26 @@ class FaultProxy:
             with contextlib.suppress(Exception):
                 writer.close()
 
-    def _accept(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        # Called synchronously as the connection is made, so that a connection
-        # whose handler task never got to run is still closed at the end.
-        self._writers.add(writer)
-        self._handlers.add(self._loop.create_task(self._handle(reader, writer)))
+    async def _accept(self, listener: socket.socket) -> None:
+        """Accept connections, each socket tracked from the moment it exists.
 
-    async def _settle(self) -> None:
-        """Let asyncio's own tasks (connections being accepted) finish.
-
-        Cancelled before it runs, such a task drops the accepted socket unclosed
-        (a ResourceWarning that failed unrelated tests in CI); finished, the
-        connection has a transport and a writer here to close.
+        asyncio's own server accepts in tasks of its own, which a teardown could
+        cancel between the accept and the transport (the socket then leaked: a
+        ResourceWarning that failed tests in CI, more often with many connections
+        at once); here every accepted socket is closed at the end, whatever state
+        its handler reached.
         """
-        current = asyncio.current_task()
-        for _ in range(50):
-            others = asyncio.all_tasks() - self._handlers - {current}
-            if not others:
-                return
-            await asyncio.sleep(0)
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, _ = await loop.sock_accept(listener)
+            conn.setblocking(False)
+            self._sockets.add(conn)
+            self._handlers.add(loop.create_task(self._serve(conn)))
+
+    async def _serve(self, conn: socket.socket) -> None:
+        reader, writer = await asyncio.open_connection(sock=conn)
+        self._writers.add(writer)
+        await self._handle(reader, writer)
 
     async def _handle(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -246,9 +245,9 @@ class FaultProxy:
 
     def stop(self) -> None:
         async def close() -> None:
-            assert self._server is not None
-            self._server.close()
-            await self._settle()
+            assert self._acceptor is not None
+            self._acceptor.cancel()
+            await asyncio.gather(self._acceptor, return_exceptions=True)
             # Connections still open (a stalled body sleeps for an hour) are
             # broken off and their handlers cancelled: nothing outlives the proxy.
             for writer in self._writers:
@@ -256,7 +255,6 @@ class FaultProxy:
             for task in self._handlers:
                 task.cancel()
             await asyncio.gather(*self._handlers, return_exceptions=True)
-            await self._server.wait_closed()
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
