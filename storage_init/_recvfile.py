@@ -18,6 +18,7 @@ from ._native import libc_calls, library
 from .writer import WRITE_PIECE, local_error
 
 if TYPE_CHECKING:
+    import mmap
     from pathlib import Path
 
 __all__ = ["FileRun", "available", "receive_to_file"]
@@ -79,7 +80,7 @@ def available() -> bool:
 
 def receive_to_file(
     sock: int,
-    buffer: bytearray,
+    buffer: bytearray | mmap.mmap,
     chunk: int,
     run: FileRun,
     count: int,
