@@ -169,8 +169,10 @@ def no_range_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
             try:
                 import urllib.request
 
-                urllib.request.urlopen(f"http://127.0.0.1:{sock_port}/", timeout=1)
-                break
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{sock_port}/", timeout=1
+                ):
+                    break
             except OSError:
                 time.sleep(0.05)
         yield f"http://127.0.0.1:{sock_port}", root
