@@ -79,7 +79,7 @@ class FaultProxy:
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._acceptor: asyncio.Task[None] | None = None
+        self._listener: socket.socket | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._sockets: set[socket.socket] = set()
         self._handlers: set[asyncio.Task[None]] = set()
@@ -90,7 +90,8 @@ class FaultProxy:
         listener.setblocking(False)
         self._sockets.add(listener)
         self.port = listener.getsockname()[1]
-        self._acceptor = self._loop.create_task(self._accept(listener))
+        self._listener = listener
+        self._loop.add_reader(listener.fileno(), self._accept, listener)
         self._ready.set()
         self._loop.run_forever()
         # Connections still open when the test ends are closed before the loop is,
@@ -170,21 +171,27 @@ class FaultProxy:
             with contextlib.suppress(Exception):
                 writer.close()
 
-    async def _accept(self, listener: socket.socket) -> None:
-        """Accept connections, each socket tracked from the moment it exists.
+    def _accept(self, listener: socket.socket) -> None:
+        """Accept the connections waiting (a reader callback of the listener).
 
-        asyncio's own server accepts in tasks of its own, which a teardown could
-        cancel between the accept and the transport (the socket then leaked: a
-        ResourceWarning that failed tests in CI, more often with many connections
-        at once); here every accepted socket is closed at the end, whatever state
-        its handler reached.
+        Each socket is tracked the moment `accept` returns it, and closed at the
+        end whatever its handler reached. Two ways to leak one came before this:
+        asyncio's server accepts in tasks of its own, which a teardown could
+        cancel between the accept and the transport; and ``loop.sock_accept``,
+        cancelled at `stop` while its reader callback was already queued, accepts
+        anyway and drops the socket (its future is cancelled) for the garbage
+        collector, whose ResourceWarning then failed whichever test it ran in.
+        Connections a client closed just before `stop` wait in the backlog, so
+        that last case came up in CI.
         """
-        loop = asyncio.get_running_loop()
         while True:
-            conn, _ = await loop.sock_accept(listener)
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
             conn.setblocking(False)
             self._sockets.add(conn)
-            self._handlers.add(loop.create_task(self._serve(conn)))
+            self._handlers.add(self._loop.create_task(self._serve(conn)))
 
     async def _serve(self, conn: socket.socket) -> None:
         reader, writer = await asyncio.open_connection(sock=conn)
@@ -245,9 +252,8 @@ class FaultProxy:
 
     def stop(self) -> None:
         async def close() -> None:
-            assert self._acceptor is not None
-            self._acceptor.cancel()
-            await asyncio.gather(self._acceptor, return_exceptions=True)
+            assert self._listener is not None
+            self._loop.remove_reader(self._listener.fileno())
             # Connections still open (a stalled body sleeps for an hour) are
             # broken off and their handlers cancelled: nothing outlives the proxy.
             for writer in self._writers:
