@@ -612,11 +612,18 @@ def main() -> int:
         if args.away_ms
         else ""
     )
+    workloads_text = [
+        f"a model of 2 x {args.shard_mib} MiB shards + 6 small files",
+        f"{count} files of 100 KiB{also_away}",
+    ]
+    if args.big_gib:
+        workloads_text.append(f"one {args.big_gib} GiB file")
+    if args.scaling:
+        workloads_text.append(
+            f"the scaling series (the model at {args.scaling} GiB, SDK upload only)"
+        )
     header = (
-        f"Workloads: a model of 2 x {args.shard_mib} MiB shards + 6 small files, "
-        f"{count} files of 100 KiB{also_away}, one {args.big_gib} GiB file, and "
-        "the scaling series "
-        f"(the model at {args.scaling or 'no'} GiB, SDK upload only); {args.runs} "
+        f"Workloads: {', '.join(workloads_text)}; {args.runs} "
         "alternating runs; median (min-max).\n"
         f"Machine: {machine['cores']} cores, {machine['memory_gib']} GiB, "
         f"{machine['cpu']}, Python {machine['python']}, {machine['s5cmd']}; "
