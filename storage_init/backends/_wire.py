@@ -101,9 +101,9 @@ def _buffer(size: int) -> mmap.mmap:
 
     A bytearray is zero-filled, every page of it, when made: 64 connections'
     256 KiB buffers were 16 MiB of page faults and RSS for bodies of 100 KiB.
-    Anonymous memory starts as the shared zero page and takes a page of its own
-    on the first write to it (the kernel's receive): a connection holds what its
-    largest body touched, whatever its buffer's size.
+    An anonymous map has no pages until they are written (here by the kernel's
+    receive, one page at a time): a connection holds what its largest body
+    touched, whatever its buffer's size.
     """
     # Private: shared anonymous memory is shmem, whose faults cost more.
     return mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
