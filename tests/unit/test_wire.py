@@ -8,6 +8,7 @@ awkward places, and the malformed ones a client must refuse.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import ssl
 import time
@@ -524,5 +525,40 @@ async def test_receive_to_file_cut_short(tmp_path: Path) -> None:
                 os.close(fd)
             pool.release(response)
             assert not any(pool._idle.values())
+        finally:
+            await pool.aclose()
+
+
+def _resident_kib(buffer: object) -> int:
+    """KiB of `buffer`'s mapping resident in memory (its VMA in /proc/self/smaps)."""
+    view = ctypes.c_char.from_buffer(buffer)  # type: ignore[arg-type]
+    address = ctypes.addressof(view)
+    del view
+    inside = False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            field = line.split(maxsplit=1)[0]
+            if not field.endswith(":"):  # a mapping's first line: "lo-hi perms ..."
+                low, high = (int(x, 16) for x in field.split("-"))
+                inside = low <= address < high
+            elif inside and field == "Rss:":
+                return int(line.split()[1])
+    msg = "mapping not found"
+    raise LookupError(msg)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="Linux only")
+async def test_buffer_holds_only_what_bodies_touched() -> None:
+    """A 256 KiB connection buffer that carried 10 kB bodies holds ~12 KiB: pages
+    come as the kernel receives into them (a bytearray held all 256 from the start)."""
+    data = os.urandom(10_000)
+    async with scripted(lambda req, n: [_ok(data)]) as url:
+        pool = WirePool(buffer_size=256 << 10)
+        try:
+            response = await pool.request(url + "/a", {})
+            connection = response._connection
+            assert await response.read(256 << 10) == data
+            pool.release(response)
+            assert _resident_kib(connection._buf) <= 16
         finally:
             await pool.aclose()
