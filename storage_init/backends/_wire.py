@@ -590,10 +590,11 @@ class WirePool:
                 # The handshake runs under the connect timeout.
                 sock = self._tls_context().wrap_socket(sock, server_hostname=host)
             sock.settimeout(None)  # blocking; `set_timeout` bounds every wait
+            # Inside: a buffer that cannot be mapped (ENOMEM) closes the socket too.
+            return _Connection(sock, self._buffer_size)
         except BaseException:
             sock.close()
             raise
-        return _Connection(sock, self._buffer_size)
 
     def _checkout(self, key: _Key) -> _Connection | None:
         with self._lock:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
+import gc
 import mmap
 import os
 import ssl
@@ -23,6 +25,7 @@ import pytest
 
 from storage_init import _recvfile as recvfile
 from storage_init._recvfile import FileRun
+from storage_init.backends import _wire as wire
 from storage_init.backends._wire import WireError, WirePool, _ChunkDecoder
 
 Script = Callable[[bytes, int], list[bytes]]
@@ -566,3 +569,25 @@ async def test_buffer_holds_only_what_bodies_touched() -> None:
             assert _resident_kib(connection._buf) <= 16
         finally:
             await pool.aclose()
+
+
+async def test_buffer_failure_closes_the_new_socket(monkeypatch) -> None:
+    """A connection whose buffer cannot be made (ENOMEM) leaves no socket open."""
+    unclosed: list[str] = []
+    monkeypatch.setattr(
+        sys, "unraisablehook", lambda args: unclosed.append(repr(args.exc_value))
+    )
+
+    def no_memory(size: int) -> mmap.mmap:
+        raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
+
+    monkeypatch.setattr(wire, "_buffer", no_memory)
+    async with scripted(lambda req, n: [_ok(b"x")]) as url:
+        pool = WirePool()
+        try:
+            with pytest.raises(OSError, match="Cannot allocate memory"):
+                await pool.request(url + "/a", {})
+        finally:
+            await pool.aclose()
+    gc.collect()
+    assert unclosed == []
