@@ -54,6 +54,20 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture
+def unraisables(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What finalizers report during the test (an unclosed socket's
+    ResourceWarning, say), collected instead of failing whichever test the
+    garbage collector happens to run in; the test asserts on the list."""
+    reports: list[str] = []
+
+    def hook(args: sys.UnraisableHookArgs) -> None:
+        reports.append(repr(args.exc_value))
+
+    monkeypatch.setattr(sys, "unraisablehook", hook)
+    return reports
+
+
 @dataclass(frozen=True)
 class S3Server:
     """A running SeaweedFS S3 gateway on 127.0.0.1."""

@@ -571,12 +571,8 @@ async def test_buffer_holds_only_what_bodies_touched() -> None:
             await pool.aclose()
 
 
-async def test_buffer_failure_closes_the_new_socket(monkeypatch) -> None:
+async def test_buffer_failure_closes_the_new_socket(monkeypatch, unraisables) -> None:
     """A connection whose buffer cannot be made (ENOMEM) leaves no socket open."""
-    unclosed: list[str] = []
-    monkeypatch.setattr(
-        sys, "unraisablehook", lambda args: unclosed.append(repr(args.exc_value))
-    )
 
     def no_memory(size: int) -> mmap.mmap:
         raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
@@ -590,4 +586,4 @@ async def test_buffer_failure_closes_the_new_socket(monkeypatch) -> None:
         finally:
             await pool.aclose()
     gc.collect()
-    assert unclosed == []
+    assert unraisables == []
