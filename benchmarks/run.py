@@ -165,7 +165,7 @@ def warm_up(url: str, env: Mapping[str, str]) -> int:
         ) as cat:
             out = cat.stdout
             assert out is not None
-            while chunk := out.read1(1 << 20):
+            while chunk := out.read(1 << 20):
                 total += len(chunk)
     if cat.returncode:
         raise subprocess.CalledProcessError(cat.returncode, cat.args)
