@@ -22,7 +22,8 @@ def main() -> int:
     runs = data["runs"]
     scaling = [r for r in runs if r["seed"].startswith("scaling ")]
     seeds = list(dict.fromkeys(r["seed"] for r in runs if r not in scaling))
-    tools = list(dict.fromkeys(r["tool"] for r in runs))
+    # The harness's own order (runs come in a shuffled one); older results lack it.
+    tools = data.get("tools") or list(dict.fromkeys(r["tool"] for r in runs))
     rows = 3 if scaling else 2
     fig, all_axes = plt.subplots(rows, 1, figsize=(14, 4.5 * rows))
     axes = all_axes[:2]

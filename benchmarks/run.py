@@ -426,7 +426,8 @@ def _median_range(values: list[float]) -> str:
 
 
 def _table(runs: list[Run], seeds: list[str]) -> str:
-    tools = list(dict.fromkeys(r.tool for r in runs))
+    # In the harness's order: the runs come in a shuffled one.
+    tools = sorted({r.tool for r in runs}, key=list(TOOLS).index)
     lines = [
         "| workload, upload style | tool | wall s | CPU s | server CPU s "
         "| peak RSS MiB | identical |",
@@ -517,6 +518,7 @@ def main() -> int:
     unknown = set(tools) - set(TOOLS)
     if unknown:
         parser.error(f"unknown tools: {', '.join(sorted(unknown))}")
+    tools = sorted(set(tools), key=list(TOOLS).index)  # the tables' column order
     rclones = [t for t in tools if t.startswith("rclone")]
     if rclones and not _ensure_rclone():
         print("rclone is not installed and cannot be: left out", file=sys.stderr)
@@ -651,6 +653,7 @@ def main() -> int:
         json.dumps(
             {
                 "machine": machine,
+                "tools": tools,
                 "shard_mib": args.shard_mib,
                 "startup_ms": startup,
                 "runs": [asdict(r) for r in runs],

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from benchmarks.measure import run_measured
-from benchmarks.run import TOOLS, run_order, warm_up
+from benchmarks.run import TOOLS, Run, _table, run_order, warm_up
 from benchmarks.seed import s5cmd_binary
 from tests.conftest import ROOT
 from tests.s3util import S3Seeder
@@ -60,6 +60,21 @@ def test_run_order_is_a_reproducible_shuffle() -> None:
     assert run_order(tools, 0, "model") != run_order(tools, 0, "small files")
     # No tool is pinned to a place: over 20 rounds most open one.
     assert len({order[0] for order in orders}) >= 5
+
+
+def test_table_keeps_the_harness_order_whatever_the_run_order() -> None:
+    """Rows and ratio columns follow `TOOLS`, not the shuffled order of the runs."""
+
+    def run(tool: str, wall: float) -> Run:
+        return Run(tool, "w", 0, wall, 1.0, 0.5, 0.5, 10.0, True, 0)
+
+    runs = [run("rclone", 4.0), run("s5cmd", 2.0), run("storage-init", 1.0)]
+    table = _table(runs, ["w"])
+    rows = [line for line in table.splitlines() if line.startswith("| w | ")]
+    cells = [row.split(" | ")[1] for row in rows]
+    assert [c for c in cells if c in TOOLS] == ["storage-init", "s5cmd", "rclone"]
+    assert "| workload, upload style | s5cmd | rclone |" in table
+    assert "| w | 0.50 | 0.25 |" in table
 
 
 @pytest.mark.integration
