@@ -41,20 +41,19 @@ import ssl
 import struct
 import threading
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-from multidict import CIMultiDict, CIMultiDictProxy
 
 from .. import _recvfile as recvfile
 from .._threads import run_abortable
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator
 
     from .._recvfile import FileRun
 
-__all__ = ["Attempt", "WireError", "WirePool", "WireResponse"]
+__all__ = ["Attempt", "Headers", "WireError", "WirePool", "WireResponse"]
 
 #: Largest response head (status line and headers) accepted.
 MAX_HEAD = 64 * 1024
@@ -67,7 +66,36 @@ class WireError(ConnectionError):
     """The connection broke, or the server's response is not valid HTTP/1.1."""
 
 
-def _parse_head(head: bytes) -> tuple[int, CIMultiDict[str]]:
+class Headers(Mapping[str, str]):
+    """A response's header fields, read-only, looked up whatever the case.
+
+    A name sent more than once has its values joined with ", ", as HTTP allows
+    for every field a client reads here; Content-Length is kept once (differing
+    values are refused by `_parse_head`). Iteration gives the names in lower
+    case. (multidict did this job; importing it cost 3-4 ms of every start, on
+    the way to the first request.)
+    """
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: dict[str, str] | None = None) -> None:
+        #: lower-case name -> value
+        self._fields = fields or {}
+
+    def __getitem__(self, name: str) -> str:
+        return self._fields[name.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._fields!r})"
+
+
+def _parse_head(head: bytes) -> tuple[int, Headers]:
     """Parse a response head (without the blank line) into status and headers.
 
     Raises:
@@ -79,14 +107,24 @@ def _parse_head(head: bytes) -> tuple[int, CIMultiDict[str]]:
     if not version.startswith("HTTP/1.") or not code.isdigit():
         msg = "malformed HTTP status line"
         raise WireError(msg)
-    headers: CIMultiDict[str] = CIMultiDict()
+    fields: dict[str, str] = {}
     for line in lines[1:]:
         name, sep, value = line.partition(":")
         if not sep or not name or name != name.strip():
             msg = "malformed HTTP header line"
             raise WireError(msg)
-        headers.add(name, value.strip())
-    return int(code), headers
+        name, value = name.lower(), value.strip()
+        seen = fields.get(name)
+        if seen is None:
+            fields[name] = value
+        elif name == "content-length":
+            # Two lengths leave the body's end ambiguous (RFC 9112, 6.3).
+            if value != seen:
+                msg = "conflicting Content-Length headers"
+                raise WireError(msg)
+        else:
+            fields[name] = f"{seen}, {value}"
+    return int(code), Headers(fields)
 
 
 def _timeval(seconds: float) -> bytes:
@@ -133,7 +171,7 @@ class _Connection:
         #: The whole body was received and handed out.
         self.done = False
         self.status = 0
-        self.headers: CIMultiDict[str] = CIMultiDict()
+        self.headers = Headers()
 
     def set_timeout(self, seconds: float) -> None:
         """Fail a send or a receive that waits `seconds` without progress."""
@@ -215,7 +253,7 @@ class _Connection:
                 break
         self._start_body(status, headers, bytes(raw))
 
-    def _start_body(self, status: int, headers: CIMultiDict[str], rest: bytes) -> None:
+    def _start_body(self, status: int, headers: Headers, rest: bytes) -> None:
         self.status, self.headers = status, headers
         if headers.get("Connection", "").lower() == "close":
             self.reusable = False
@@ -463,7 +501,7 @@ class WireResponse:
         self._key = key
         self._buffer_size = buffer_size
         self.status = connection.status
-        self.headers = CIMultiDictProxy(connection.headers)
+        self.headers = connection.headers
         length = self.headers.get("Content-Length", "")
         self.content_length = int(length) if length.isdigit() else None
 

@@ -179,6 +179,10 @@ async def test_truncated_body_is_an_error() -> None:
         pytest.param(b"HTTP/1.1 2x0 OK\r\n\r\n", id="status-code"),
         pytest.param(b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n", id="header"),
         pytest.param(b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 20000, id="huge-head"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\ncontent-length: 2\r\n\r\nab",
+            id="conflicting-lengths",
+        ),
     ],
 )
 async def test_malformed_heads_are_refused(head: bytes) -> None:
@@ -187,6 +191,31 @@ async def test_malformed_heads_are_refused(head: bytes) -> None:
         try:
             with pytest.raises(WireError):
                 await _body(pool, url)
+        finally:
+            await pool.aclose()
+
+
+async def test_headers_any_case_repeated_fields_joined() -> None:
+    """Names match whatever their case; a repeated field's values are joined."""
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nCONTENT-LENGTH: 2\r\n"
+        b"Digest: md5=a\r\nx-amz-checksum-crc32:  AAAAAA==  \r\ndigest: sha=b\r\n\r\nok"
+    )
+    async with scripted(lambda req, n: [head]) as url:
+        pool = WirePool()
+        try:
+            response = await pool.request(url, {})
+            assert response.content_length == 2  # the same length twice: one
+            assert response.headers["X-Amz-Checksum-CRC32"] == "AAAAAA=="
+            assert response.headers.get("DIGEST") == "md5=a, sha=b"
+            assert response.headers.get("ETag") is None
+            assert set(response.headers) == {
+                "content-length",
+                "digest",
+                "x-amz-checksum-crc32",
+            }
+            assert await response.read_some(10) == b"ok"
+            pool.release(response)
         finally:
             await pool.aclose()
 
