@@ -255,7 +255,8 @@ class _Connection:
 
     def _start_body(self, status: int, headers: Headers, rest: bytes) -> None:
         self.status, self.headers = status, headers
-        if headers.get("Connection", "").lower() == "close":
+        options = headers.get("Connection", "").lower().split(",")
+        if "close" in (option.strip() for option in options):
             self.reusable = False
         if self._no_body:
             if rest:

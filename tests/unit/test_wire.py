@@ -220,6 +220,18 @@ async def test_headers_any_case_repeated_fields_joined() -> None:
             await pool.aclose()
 
 
+async def test_connection_close_among_other_options() -> None:
+    """``Connection: close`` in a list of options (or a repeated field) is seen."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive\r\n"
+    async with scripted(lambda req, n: [head + b"Connection: Close\r\n\r\nx"]) as url:
+        pool = WirePool()
+        try:
+            assert await _body(pool, url) == b"x"
+            assert not any(pool._idle.values())  # closed, not kept for reuse
+        finally:
+            await pool.aclose()
+
+
 async def test_stale_keep_alive_connection_is_replaced() -> None:
     """A pooled connection the server closed is retried once on a new one."""
     async with scripted(lambda req, n: [_ok(b"%d" % n)], close=True) as url:
