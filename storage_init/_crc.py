@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import base64
 import zlib
-from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ._native import LIBRARY, library_holding_gil, pointer
 from .errors import BackendUnavailableError
@@ -32,8 +31,9 @@ __all__ = ["CRC_ALGORITHMS", "CrcAlgorithm", "crc_algorithm"]
 CRC_ALGORITHMS = ("crc64nvme", "crc32c", "crc32")
 
 
-@dataclass(frozen=True, slots=True)
-class CrcAlgorithm:
+# A NamedTuple, not a frozen dataclass: defining it at import costs a tenth
+# (README, "Start-up is mostly imports").
+class CrcAlgorithm(NamedTuple):
     """One CRC: how to compute it incrementally, combine it and encode it.
 
     Attributes:

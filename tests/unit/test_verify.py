@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import os
 from types import MappingProxyType
@@ -307,7 +306,7 @@ class TestFileDigest:
         assert crc.crc is not None
         if crc.crc.native is not None:
             assert FileDigest(crc, one).native_crc(0) == (crc.crc.native, 0)
-        awscrt = dataclasses.replace(crc, crc=dataclasses.replace(crc.crc, native=None))
+        awscrt = crc._replace(crc=crc.crc._replace(native=None))
         assert FileDigest(awscrt, one).native_crc(0) is None
 
     def test_advance_stops_at_the_segment_end(self) -> None:
