@@ -10,7 +10,12 @@ run left in the kernel (see the README on the model and s5cmd).
 A tool is a name from `benchmarks.run.TOOLS`, optionally with environment
 settings: ``storage-init:STORAGE_INIT_SMALL_FILE_CONCURRENCY=16``.
 
+With ``--server-pid`` (SeaweedFS's, e.g. from ``.bench/seaweedfs/pid``) each run
+also reports the CPU seconds the server spent meanwhile: on two cores the tool and
+the server share them.
+
 usage: python -m benchmarks.alternate URL TOOL[,TOOL...] [--rounds N] [--dest DIR]
+       [--server-pid PID]
 (the endpoint and keys from the environment: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
 AWS_SECRET_ACCESS_KEY, as the server scripts print them)
 """
@@ -25,19 +30,25 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from benchmarks.measure import Measured, run_measured
-from benchmarks.run import TOOLS, WORK
+from benchmarks.measure import Measured, empty_dest, run_measured
+from benchmarks.run import TOOLS, WORK, _process_cpu
+
+#: A run and the server's CPU seconds meanwhile (None: not measured).
+Timed = tuple[Measured, float | None]
 
 
-def _medians(runs: list[Measured]) -> str:
+def _medians(runs: list[Timed]) -> str:
     def med(values: list[float]) -> float:
         return statistics.median(values)
 
-    walls = [m.wall for m in runs]
+    walls = [m.wall for m, _ in runs]
+    servers = [server for _, server in runs if server is not None]
     return (
         f"wall {med(walls):5.2f} s ({min(walls):.2f}-{max(walls):.2f})  "
-        f"user {med([m.user for m in runs]):4.2f}  "
-        f"system {med([m.system for m in runs]):4.2f}  n={len(runs)}"
+        f"user {med([m.user for m, _ in runs]):4.2f}  "
+        f"system {med([m.system for m, _ in runs]):4.2f}  "
+        + (f"server {med(servers):4.2f}  " if servers else "")
+        + f"n={len(runs)}"
     )
 
 
@@ -47,6 +58,7 @@ def main() -> int:
     parser.add_argument("tools", help="comma-separated, each NAME[:VAR=VALUE...]")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--dest", type=Path, default=WORK / "out")
+    parser.add_argument("--server-pid", type=int, help="report this process's CPU")
     args = parser.parse_args()
     tools = args.tools.split(",")
     for tool in tools:
@@ -54,25 +66,30 @@ def main() -> int:
             parser.error(f"unknown tool {tool!r} (known: {', '.join(TOOLS)})")
     env = dict(os.environ)
 
-    by_tool: dict[str, list[Measured]] = defaultdict(list)
-    by_pair: dict[tuple[str, str], list[Measured]] = defaultdict(list)
+    def server_cpu() -> float | None:
+        return None if args.server_pid is None else _process_cpu(args.server_pid)
+
+    by_tool: dict[str, list[Timed]] = defaultdict(list)
+    by_pair: dict[tuple[str, str], list[Timed]] = defaultdict(list)
     before = "-"
     for rnd in range(args.rounds):
         for tool in tools if rnd % 2 == 0 else tools[::-1]:
             name, *settings = tool.split(":")
             tool_env = {**env, **dict(s.split("=", 1) for s in settings)}
-            shutil.rmtree(args.dest, ignore_errors=True)
-            args.dest.mkdir(parents=True)
-            os.sync()
+            empty_dest(args.dest)
+            served = server_cpu()
             m = run_measured(TOOLS[name](args.url, args.dest, tool_env), env=tool_env)
+            after = server_cpu()
             if m.code:
                 print(m.stderr[-2000:], file=sys.stderr)
                 return 1
-            by_tool[tool].append(m)
-            by_pair[tool, before].append(m)
+            server = None if after is None or served is None else after - served
+            by_tool[tool].append((m, server))
+            by_pair[tool, before].append((m, server))
             print(
                 f"{rnd} {tool:<40} after {before:<40} wall {m.wall:5.2f} s  "
-                f"user {m.user:4.2f}  system {m.system:4.2f}",
+                f"user {m.user:4.2f}  system {m.system:4.2f}"
+                + ("" if server is None else f"  server {server:4.2f}"),
                 flush=True,
             )
             before = tool

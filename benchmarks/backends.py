@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmarks.measure import run_measured
+from benchmarks.measure import empty_dest, run_measured
 from benchmarks.run import (
     BIN,
     RESULTS,
@@ -267,9 +267,7 @@ def _bench(name: str, src: Path, runs: int, work: Path) -> list[Run]:
                 if tool == "storage-init" and name == "http":
                     argv[2:2] = ["--sha256", env["BENCH_SHA256"]]
                 dest = work / "out"
-                shutil.rmtree(dest, ignore_errors=True)
-                dest.mkdir()
-                os.sync()
+                empty_dest(dest)
                 m = run_measured(argv, env=env)
                 run = Run(
                     name,

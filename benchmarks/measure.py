@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 _LAUNCHER = """
 import json, os, resource, sys, time
@@ -87,3 +89,14 @@ def run_measured(
         max_rss=data["maxrss"],
         stderr=stderr,
     )
+
+
+def empty_dest(dest: Path) -> None:
+    """Make `dest` an empty directory and flush dirty pages, before a measured run.
+
+    Every run starts the same way: nothing of the previous run's output left to
+    overwrite, and none of its writes still waiting to reach the disk.
+    """
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    os.sync()

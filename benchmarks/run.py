@@ -38,11 +38,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmarks.measure import Measured, run_measured
+from benchmarks.measure import Measured, empty_dest, run_measured
 from benchmarks.seed import (
     make_big_file,
     make_model,
     make_small_files,
+    s5cmd_argv,
     s5cmd_binary,
     seed_s5cmd,
     seed_sdk,
@@ -105,14 +106,7 @@ def storage_init_cmd(url: str, dest: Path, env: Mapping[str, str]) -> list[str]:
 
 def s5cmd_copy(source: str, dest: Path, env: Mapping[str, str]) -> list[str]:
     """``s5cmd cp SOURCE DEST/`` against the benchmark's S3 endpoint."""
-    return [
-        str(s5cmd_binary()),
-        "--endpoint-url",
-        env["AWS_ENDPOINT_URL"],
-        "cp",
-        source,
-        f"{dest}/",
-    ]
+    return [*s5cmd_argv(env), "cp", source, f"{dest}/"]
 
 
 def s5cmd_cmd(url: str, dest: Path, env: Mapping[str, str]) -> list[str]:
@@ -143,7 +137,7 @@ def warm_up(url: str, env: Mapping[str, str]) -> int:
     Raises:
         subprocess.CalledProcessError: s5cmd failed (e.g. nothing under `url`).
     """
-    s5cmd = [str(s5cmd_binary()), "--endpoint-url", env["AWS_ENDPOINT_URL"]]
+    s5cmd = s5cmd_argv(env)
     listing = subprocess.run(
         [*s5cmd, "--json", "ls", url.rstrip("/") + "/*"],
         env=dict(env),
@@ -607,10 +601,7 @@ def main() -> int:
                 before_tool = "warm-up"
                 for tool in run_order(tools, rnd, seed_name):
                     dest = work / "out"
-                    shutil.rmtree(dest, ignore_errors=True)
-                    dest.mkdir()
-                    # Start every run with no dirty pages left from the last one.
-                    os.sync()
+                    empty_dest(dest)
                     before = _process_cpu(server)
                     m: Measured = run_measured(
                         TOOLS[tool](url, dest, tool_env), env=tool_env

@@ -103,17 +103,15 @@ def s5cmd_binary() -> Path:
     return binary
 
 
+def s5cmd_argv(env: Mapping[str, str]) -> list[str]:
+    """s5cmd's binary against the benchmark's S3 endpoint: a command follows."""
+    return [str(s5cmd_binary()), "--endpoint-url", env["AWS_ENDPOINT_URL"]]
+
+
 def seed_s5cmd(local: Path, url: str, env: Mapping[str, str]) -> None:
     """Upload a directory with s5cmd (MD5 ETags only)."""
     subprocess.run(
-        [
-            str(s5cmd_binary()),
-            "--endpoint-url",
-            env["AWS_ENDPOINT_URL"],
-            "cp",
-            f"{local}/",
-            url.rstrip("/") + "/",
-        ],
+        [*s5cmd_argv(env), "cp", f"{local}/", url.rstrip("/") + "/"],
         env=dict(env),
         check=True,
         capture_output=True,

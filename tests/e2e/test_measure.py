@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from benchmarks.measure import run_measured
@@ -133,3 +134,42 @@ def test_alternate_reports_each_tool_by_predecessor(s3_server, tmp_path) -> None
             row.split()[:3] == [tool, "after", before] for row in summary.splitlines()
         ), line
     assert "n=3" in summary  # each tool's own line: all three rounds
+
+
+@pytest.mark.integration
+def test_alternate_reports_the_server_cpu(s3_server, tmp_path) -> None:
+    """With ``--server-pid`` every run and every median carries the server's CPU."""
+    port = int(s3_server.endpoint.rsplit(":", 1)[1])
+    (pid,) = {
+        c.pid
+        for c in psutil.net_connections(kind="tcp")
+        if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
+    }
+    S3Seeder(s3_server).put("alternate-cpu/a", b"a" * 100_000)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.alternate",
+            f"s3://{s3_server.bucket}/alternate-cpu/",
+            "storage-init,s5cmd",
+            "--rounds",
+            "2",
+            "--dest",
+            str(tmp_path / "out"),
+            "--server-pid",
+            str(pid),
+        ],
+        cwd=ROOT,
+        env={**os.environ, **s3_server.env()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if " wall " in line]
+    assert len(lines) == 4 + 2 + 4  # the runs, per tool, per (tool, predecessor)
+    for line in lines:
+        words = line.split()
+        assert float(words[words.index("server") + 1]) >= 0, line
