@@ -2,10 +2,10 @@
 
 ``_kernels.so`` is built with the wheel from ``_md5x16.c`` (MD5 of 16 messages at
 once), ``_crcfold.c`` (CRC-64/NVME, CRC-32C and CRC-32 by carry-less
-multiplication) and ``_recvfile.c`` (a body's receive loop: socket, file, CRC)
-when a C compiler is at hand (``hatch_build.py``). It needs no
-Python headers and links against nothing, so one build serves every Python;
-ctypes releases the GIL for each call. Without it, or with a build of other
+multiplication) and ``_recvfile.c`` (a body's receive loop: socket, file, CRC;
+a small file's whole GET) when a C compiler is at hand (``hatch_build.py``). It
+needs no Python headers and links against nothing, so one build serves every
+Python; ctypes releases the GIL for each call. Without it, or with a build of other
 sources (its `ABI` differs), `library` is None and callers fall back (hashlib for
 MD5, awscrt for CRCs, Python's receive loop).
 """
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 # Not "_native.so": Python would import that name as an extension module.
 LIBRARY = Path(__file__).with_name("_kernels.so")
 #: The interface these modules call (``_abi.c``): a library of another is not used.
-ABI = 2
+ABI = 3
 
 
 _U64 = ctypes.c_uint64
@@ -60,6 +60,23 @@ def _declare(native: _Handle) -> _Handle:
         ctypes.c_int,
         ctypes.POINTER(_U64),
         ctypes.c_void_p,  # pthread_mutex_t *, or NULL
+    ]
+    native.get_to_file.restype = ctypes.c_int
+    native.get_to_file.argtypes = [
+        ctypes.c_void_p,  # struct io *
+        ctypes.c_int,
+        ctypes.c_char_p,  # request
+        ctypes.c_size_t,
+        ctypes.c_void_p,  # head buffer
+        ctypes.c_size_t,
+        ctypes.c_char_p,  # checksum field names
+        ctypes.c_void_p,  # int kinds[]
+        ctypes.c_void_p,  # body buffer
+        ctypes.c_size_t,  # chunk
+        ctypes.c_int,
+        _U64,
+        ctypes.c_size_t,
+        ctypes.POINTER(_U64),
     ]
     return native
 

@@ -10,7 +10,7 @@
  * (`chunk` bytes at a time, MSG_WAITALL), they are written at their offset in
  * `piece`-byte pwrites (see writer.WRITE_PIECE for why pieces), then CRC'd.
  *
- * Freestanding like the other kernels: libc's recv, pwrite, errno location and
+ * Freestanding like the other kernels: libc's recv, send, pwrite, errno location and
  * pthread mutex calls are passed in (`struct io`), so the library still links
  * against nothing.
  *
@@ -33,6 +33,33 @@
  *   first, -1 if a receive failed (state[2]: recv's errno, EAGAIN after
  *   SO_RCVTIMEO), -2 if a write failed (pwrite's errno; EIO for a write of 0
  *   bytes). The bytes of a failed chunk are not counted: a retry fetches them.
+ *
+ * A small file's whole GET is one call too (`get_to_file`): send the request,
+ * receive the head, check it frames a plain body of the expected size, then the
+ * loop above. Per small file the Python way was a send, one receive or more for
+ * the head, the native loop, each releasing and retaking the GIL, and the
+ * Python between them; the head is parsed again by Python afterwards (its
+ * fields are the backend's to judge), this only checks the framing.
+ *
+ *   int get_to_file(const struct io *io, int sock, const uint8_t *request,
+ *                   size_t request_len, uint8_t *head, size_t head_size,
+ *                   const char *names, const int *kinds, uint8_t *buf,
+ *                   size_t chunk, int fd, uint64_t size, size_t piece,
+ *                   uint64_t state[5]);
+ *   head: receives the response's head (and the body bytes that come with it,
+ *     written from there); a head longer than head_size is "not plain".
+ *   names, kinds: checksum fields (lower case, each NUL-terminated, an empty
+ *     name last) and the CRC each says to compute (as crc_update). The first
+ *     of them the head holds decides; none: no CRC (-1).
+ *   state: [0] body bytes written and CRC'd, [1] the CRC (0 before the call),
+ *     [2] the errno of a failure, [3] bytes of head received, then the head's
+ *     length (blank line included) once it is whole, [4] the CRC computed (-1:
+ *     none; a two's-complement u64).
+ *   Returns as recv_to_file (0 all `size` bytes are in the file; 1 the peer
+ *   closed, before the head's first byte if state[3] is 0; -1 a send or receive
+ *   failed; -2 a write failed), or 2: the response is not a 200 whose one
+ *   Content-Length is `size` without a Transfer-Encoding (or its head is too
+ *   long); nothing was written and the connection is not to be reused.
  */
 
 typedef __UINT8_TYPE__ u8;
@@ -47,13 +74,31 @@ struct io {
     int *(*errno_location)(void);
     int (*lock)(void *mutex);
     int (*unlock)(void *mutex);
+    ssize_t (*send)(int fd, const void *buf, size_t n, int flags);
 };
 
 u64 crc_update(int which, const u8 *data, size_t n, u64 crc);
 
 #define MSG_WAITALL 0x100
+#define MSG_NOSIGNAL 0x4000
 #define EINTR 4
 #define EIO 5
+
+/* Write n bytes of data at offset, `piece` bytes per pwrite at most; 0 or an errno. */
+static int write_all(const struct io *io, int fd, const u8 *data, size_t n,
+                     i64 offset, size_t piece) {
+    for (size_t done = 0; done < n;) {
+        size_t want = n - done < piece ? n - done : piece;
+        ssize_t wrote = io->pwrite(fd, data + done, want, offset + (i64)done);
+        if (wrote <= 0) {
+            int error = wrote < 0 ? *io->errno_location() : EIO;
+            if (error == EINTR) continue;
+            return error;
+        }
+        done += (size_t)wrote;
+    }
+    return 0;
+}
 
 int recv_to_file(const struct io *io, int sock, u8 *buf, size_t chunk,
                  size_t have, int fd, i64 offset, u64 count, size_t piece,
@@ -77,24 +122,150 @@ int recv_to_file(const struct io *io, int sock, u8 *buf, size_t chunk,
             if (n == 0 && got == 0) return 1;
             got += (size_t)n;
         }
-        i64 at = offset + (i64)state[0];
         if (mutex) io->lock(mutex);
-        for (size_t done = 0; done < got;) {
-            size_t n = got - done < piece ? got - done : piece;
-            ssize_t wrote = io->pwrite(fd, buf + done, n, at + (i64)done);
-            if (wrote <= 0) {
-                int error = wrote < 0 ? *io->errno_location() : EIO;
-                if (error == EINTR) continue;
-                if (mutex) io->unlock(mutex);
-                state[2] = (u64)error;
-                return -2;
-            }
-            done += (size_t)wrote;
-        }
+        int error = write_all(io, fd, buf, got, offset + (i64)state[0], piece);
         if (mutex) io->unlock(mutex);
+        if (error) {
+            state[2] = (u64)error;
+            return -2;
+        }
         if (which >= 0) state[1] = crc_update(which, buf, got, state[1]);
         state[0] += (u64)got;
         got = 0;
     }
     return 0;
+}
+
+/* ---- a whole small GET ------------------------------------------------------ */
+
+/* The end of the head (just past its blank line) in head[0, n), or 0. */
+static size_t head_end(const u8 *head, size_t from, size_t n) {
+    for (size_t i = from; i + 4 <= n; i++)
+        if (head[i] == '\r' && head[i + 1] == '\n' && head[i + 2] == '\r' &&
+            head[i + 3] == '\n')
+            return i + 4;
+    return 0;
+}
+
+/* Whether field name[0, n) is `lower` (lower case, NUL-terminated), whatever its case. */
+static int name_is(const u8 *name, size_t n, const char *lower) {
+    size_t i = 0;
+    for (; i < n && lower[i]; i++) {
+        u8 c = name[i];
+        if (c >= 'A' && c <= 'Z') c = (u8)(c + 32);
+        if (c != (u8)lower[i]) return 0;
+    }
+    return i == n && !lower[i];
+}
+
+/* A decimal value between optional spaces and tabs; 0 if it is not one. */
+static int parse_length(const u8 *s, size_t n, u64 *out) {
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t')) n--;
+    while (n && (*s == ' ' || *s == '\t')) s++, n--;
+    if (!n || n > 19) return 0;
+    u64 value = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return 0;
+        value = value * 10 + (u64)(s[i] - '0');
+    }
+    *out = value;
+    return 1;
+}
+
+/*
+ * Whether head[0, end) is "HTTP/1.x 200" with one Content-Length of `size` and
+ * no Transfer-Encoding; sets *which to the kind of the first of `names` (a list
+ * of lower-case field names, each NUL-terminated, an empty one last) that the
+ * head holds, or -1.
+ */
+static int plain_ok(const u8 *head, size_t end, u64 size, const char *names,
+                    const int *kinds, int *which) {
+    static const char status[] = "HTTP/1.x 200";
+    if (end < 16) return 0;
+    for (size_t i = 0; i < 12; i++)
+        if (i != 7 && head[i] != (u8)status[i]) return 0;
+    if (head[7] < '0' || head[7] > '9') return 0;
+    if (head[12] != ' ' && head[12] != '\r') return 0;
+    int lengths = 0, best = -1;
+    size_t line = 0;
+    while (head[line] != '\r' || head[line + 1] != '\n') line++;
+    line += 2;
+    /* Field lines up to the blank line (end - 2). */
+    while (line < end - 2) {
+        size_t eol = line, colon = 0;
+        while (head[eol] != '\r' || head[eol + 1] != '\n') {
+            if (!colon && head[eol] == ':') colon = eol;
+            eol++;
+        }
+        if (colon) {
+            const u8 *name = head + line;
+            size_t n = colon - line;
+            if (name_is(name, n, "transfer-encoding")) return 0;
+            if (name_is(name, n, "content-length")) {
+                u64 value;
+                if (!parse_length(head + colon + 1, eol - colon - 1, &value) ||
+                    value != size)
+                    return 0;
+                lengths++;
+            }
+            int index = 0;
+            for (const char *c = names; *c; index++) {
+                if ((best < 0 || index < best) && name_is(name, n, c)) best = index;
+                while (*c) c++;
+                c++;
+            }
+        }
+        line = eol + 2;
+    }
+    *which = best < 0 ? -1 : kinds[best];
+    return lengths > 0;
+}
+
+int get_to_file(const struct io *io, int sock, const u8 *request,
+                size_t request_len, u8 *head, size_t head_size,
+                const char *names, const int *kinds, u8 *buf, size_t chunk,
+                int fd, u64 size, size_t piece, u64 state[5]) {
+    for (size_t sent = 0; sent < request_len;) {
+        ssize_t n = io->send(sock, request + sent, request_len - sent, MSG_NOSIGNAL);
+        if (n < 0) {
+            int error = *io->errno_location();
+            if (error == EINTR) continue;
+            state[2] = (u64)error;
+            return -1;
+        }
+        sent += (size_t)n;
+    }
+    size_t got = 0, end = 0;
+    while (!end) {
+        if (got == head_size) return 2;
+        ssize_t n = io->recv(sock, head + got, head_size - got, 0);
+        if (n < 0) {
+            int error = *io->errno_location();
+            if (error == EINTR) continue;
+            state[2] = (u64)error;
+            return -1;
+        }
+        if (n == 0) return 1;
+        size_t from = got > 3 ? got - 3 : 0;
+        got += (size_t)n;
+        state[3] = got;
+        end = head_end(head, from, got);
+    }
+    state[3] = end;
+    int which;
+    if (!plain_ok(head, end, size, names, kinds, &which)) return 2;
+    state[4] = (u64)(i64)which;
+    /* Body bytes that came with the head go first, from where they are. */
+    size_t early = got - end;
+    if (early > size) return 2;
+    if (early) {
+        int error = write_all(io, fd, head + end, early, 0, piece);
+        if (error) {
+            state[2] = (u64)error;
+            return -2;
+        }
+        if (which >= 0) state[1] = crc_update(which, head + end, early, state[1]);
+        state[0] = early;
+    }
+    return recv_to_file(io, sock, buf, chunk, 0, fd, 0, size, piece, which, state, 0);
 }

@@ -4,6 +4,9 @@ The connection (`backends._wire`) decides when a body can go this way; the engin
 says where its bytes go and which CRC they feed (a `FileRun`). Off Linux's libc,
 or without the compiled library, `available` is False and bodies take the Python
 loop (`Engine._receive`), byte for byte the same.
+
+`get_to_file` goes further for a small file: the request, the response's head and
+the body in one call, the GIL released once.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import ctypes
 import os
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ._native import libc_calls, library
 from .writer import WRITE_PIECE, local_error
@@ -21,7 +24,26 @@ if TYPE_CHECKING:
     import mmap
     from pathlib import Path
 
-__all__ = ["FileRun", "available", "receive_to_file"]
+__all__ = [
+    "CLOSED",
+    "DONE",
+    "NOT_PLAIN",
+    "FileGet",
+    "FileRun",
+    "available",
+    "checksum_table",
+    "get_to_file",
+    "receive_to_file",
+]
+
+#: `FileGet.outcome`: every byte of the body is in the file.
+DONE = 0
+#: `FileGet.outcome`: the peer closed the connection (`FileGet.head_received`
+#: says whether before the response began).
+CLOSED = 1
+#: `FileGet.outcome`: not a plain 200 of the expected size (another status, other
+#: framing, a head too long): nothing was written; the connection is spent.
+NOT_PLAIN = 2
 
 
 @dataclass(slots=True)
@@ -57,6 +79,7 @@ class _Io(ctypes.Structure):
         ("errno_location", ctypes.c_void_p),
         ("lock", ctypes.c_void_p),
         ("unlock", ctypes.c_void_p),
+        ("send", ctypes.c_void_p),
     ]
 
 
@@ -69,6 +92,7 @@ def _io() -> _Io | None:
         "__errno_location",
         "pthread_mutex_lock",
         "pthread_mutex_unlock",
+        "send",
     )
     return None if calls is None else _Io(*calls)
 
@@ -138,3 +162,101 @@ def receive_to_file(
         error = OSError(state[2], os.strerror(state[2]))
         raise local_error(error, run.path) from error
     return status == 0
+
+
+# A NamedTuple, not a frozen dataclass: defining it at import costs a tenth
+# (README, "Start-up is mostly imports").
+class FileGet(NamedTuple):
+    """What `get_to_file` did.
+
+    Attributes:
+        outcome: `DONE`, `CLOSED` or `NOT_PLAIN`.
+        head: the response's head without its blank line, once it was whole.
+        head_received: bytes of the response received before the body (0: none).
+        received: body bytes written (and CRC'd).
+        crc_kind: the library's number of the CRC computed (`_crc`), or -1.
+        crc: the CRC of the `received` bytes.
+    """
+
+    outcome: int
+    head: bytes
+    head_received: int
+    received: int
+    crc_kind: int
+    crc: int
+
+
+@cache
+def checksum_table(
+    fields: tuple[tuple[str, int], ...], default: int
+) -> tuple[bytes, ctypes.Array[ctypes.c_int]]:
+    """`fields` (checksum field name, CRC kind) as `get_to_file` takes them.
+
+    The first field a response holds says which CRC its body gets; with none of
+    them, `default` (-1: none).
+    """
+    names = b"".join(name.lower().encode("ascii") + b"\0" for name, _ in fields)
+    kinds = (ctypes.c_int * (len(fields) + 1))(*(k for _, k in fields), default)
+    return names + b"\0", kinds
+
+
+def get_to_file(
+    sock: int,
+    request: bytes,
+    buffer: mmap.mmap,
+    chunk: int,
+    head_size: int,
+    fd: int,
+    size: int,
+    table: tuple[bytes, ctypes.Array[ctypes.c_int]],
+    path: Path,
+) -> FileGet:
+    """Send `request` on socket `sock`; receive a `size`-byte body into file `fd`.
+
+    Blocks, with the GIL released: call it from a worker thread. The body goes
+    from offset 0 on, `chunk` bytes at a time through `buffer`, whose next
+    `head_size` bytes take the head (``len(buffer) >= chunk + head_size``); it
+    gets the CRC `table` (`checksum_table`) picks from the head's fields.
+
+    Raises:
+        OSError: a send or a receive failed; BlockingIOError when no byte came
+            within the socket's ``SO_RCVTIMEO``.
+        LocalIOError: a write to the file failed.
+        RuntimeError: the loop is not `available`.
+        ValueError: `buffer` is too small.
+    """
+    native, io = library(), _io()
+    if native is None or io is None:
+        msg = "the native receive loop is not available"
+        raise RuntimeError(msg)
+    if len(buffer) < chunk + head_size:
+        msg = "the buffer is smaller than a chunk and a head"
+        raise ValueError(msg)
+    state = (ctypes.c_uint64 * 5)()
+    whole = (ctypes.c_char * len(buffer)).from_buffer(buffer)
+    base = ctypes.addressof(whole)
+    names, kinds = table
+    status: int = native.get_to_file(
+        ctypes.byref(io),
+        sock,
+        request,
+        len(request),
+        base + chunk,
+        head_size,
+        names,
+        kinds,
+        base,
+        chunk,
+        fd,
+        size,
+        WRITE_PIECE,
+        state,
+    )
+    if status == -1:
+        raise OSError(state[2], os.strerror(state[2]))
+    if status == -2:
+        error = OSError(state[2], os.strerror(state[2]))
+        raise local_error(error, path) from error
+    head = buffer[chunk : chunk + state[3] - 4] if status == DONE else b""
+    kind = state[4] - (1 << 64) if state[4] >> 63 else state[4]
+    return FileGet(status, head, state[3], state[0], kind, state[1])

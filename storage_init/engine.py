@@ -74,7 +74,7 @@ from ._resume import resume_token
 from ._retry import RetryBudget
 from ._threads import run_abortable
 from .archive import extract, is_archive
-from .backends._base import BlockingBody
+from .backends._base import BlockingBody, FetchedFile
 from .errors import (
     IntegrityError,
     NetworkError,
@@ -90,7 +90,7 @@ from .models import (
     TransferStats,
     VerifyMode,
 )
-from .verify import Check, FileDigest, choose_check
+from .verify import Check, FileDigest, choose_check, listed_crc
 from .writer import TempFile
 
 if TYPE_CHECKING:
@@ -524,6 +524,8 @@ class Engine:
     def _fetch_small(self, small: _Small, slot: Slot) -> _SmallResult:
         """In a lane thread: GET `small`, write, check and rename it.
 
+        The GET goes natively where it can (`BlockingGet.fetch_to_file`: the
+        request, head and body in one call), else through `send` and `_receive`.
         A retryable `TransferError` is returned, not raised: the file then goes
         the per-file way, whose retries (with backoff) handle it.
 
@@ -534,25 +536,43 @@ class Engine:
         """
         info = small.file.info
         get = small.get
+        cfg = self._cfg
         temp: TempFile | None = None
         try:
             slot.start(get)
-            body = get.send()
-            check = choose_check(body.info or info, self._cfg.verify)
-            if check.needs_parts:
-                return _SmallResult(None)  # a small multipart upload: needs a HEAD
-            digest = FileDigest(
-                check, [ByteRange(0, info.size)], inline_limit=info.size
+            temp = self._small_temp(small.final, info.size)
+            listed = listed_crc(info)
+            fetched = get.fetch_to_file(
+                temp.fd,
+                info.size,
+                # The CRC a response without checksum fields gets: the listing's.
+                default_crc=-1
+                if listed is None or listed.native is None
+                else listed.native,
+                path=small.final,
+                chunk=cfg.chunk_size,
+                timeout=cfg.stall_timeout,
             )
-            final = small.final
-            if final.parent in self._dirs:
-                temp = TempFile(final, info.size, preallocate=False)
+            if fetched is not None:
+                check = choose_check(fetched.info or info, cfg.verify)
+                if check.needs_parts:
+                    return _SmallResult(None)  # a small multipart upload: needs a HEAD
+                digest = FileDigest(check, [ByteRange(0, info.size)])
+                self._adopt_fetched(digest, fetched, temp.fd)
+                written = fetched.received
             else:
-                temp, _ = open_temp(final, info.size, False, None)
-                self._dirs.add(final.parent)
-            offset = self._receive(body, temp, digest, info.size, small.file.uri, [0])
+                body = get.send()
+                check = choose_check(body.info or info, cfg.verify)
+                if check.needs_parts:
+                    return _SmallResult(None)
+                digest = FileDigest(
+                    check, [ByteRange(0, info.size)], inline_limit=info.size
+                )
+                written = self._receive(
+                    body, temp, digest, info.size, small.file.uri, [0]
+                )
             try:
-                digest.verify(size=info.size, written=offset)
+                digest.verify(size=info.size, written=written)
             except IntegrityError as exc:
                 raise IntegrityError(exc.reason, uri=small.file.uri) from None
             mtime_ns = temp.commit()
@@ -577,6 +597,34 @@ class Engine:
             verified=check.verifies_content,
         )
         return _SmallResult(None, report, mtime_ns)
+
+    def _small_temp(self, final: Path, size: int) -> TempFile:
+        """`final`'s temp file, its directories made first if this run has not yet.
+
+        Raises:
+            LocalIOError: they cannot be made.
+        """
+        if final.parent in self._dirs:
+            return TempFile(final, size, preallocate=False)
+        temp, _ = open_temp(final, size, False, None)
+        self._dirs.add(final.parent)
+        return temp
+
+    def _adopt_fetched(self, digest: FileDigest, fetched: FetchedFile, fd: int) -> None:
+        """Give `digest` the CRC computed as `fetched` arrived; read back the rest.
+
+        What the native call could not compute (another CRC than the check's,
+        ordered digests such as an MD5) is computed from the written file.
+        """
+        native = digest.native_crc(0)
+        kind = None if native is None else native[0]
+        crc_done = kind in (-1, fetched.crc_kind)
+        if crc_done and kind != -1:
+            digest.advance(0, fetched.crc, fetched.received)
+        if not crc_done or digest.needs_readback(0):
+            digest.hash_written_range(
+                fd, 0, self._cfg.chunk_size, with_crc=not crc_done
+            )
 
     def _finish_small(self, batch: list[tuple[_Small, _SmallResult]]) -> None:
         """On the event loop: record the files the lane finished."""

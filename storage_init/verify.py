@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from ._plan import ByteRange
 
-__all__ = ["Check", "FileDigest", "RangeDigest", "choose_check"]
+__all__ = ["Check", "FileDigest", "RangeDigest", "choose_check", "listed_crc"]
 
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
 _MULTIPART_ETAG_RE = re.compile(r"^[0-9a-f]{32}-(\d+)$")
@@ -88,6 +88,12 @@ def _full_crc(info: ObjectInfo) -> Check | None:
         if value and "-" not in value:
             return Check(name, crc=crc_algorithm(name), expected={name: value})
     return None
+
+
+def listed_crc(info: ObjectInfo) -> CrcAlgorithm | None:
+    """The full-object CRC that `info` already states, before any response."""
+    check = _full_crc(info)
+    return None if check is None else check.crc
 
 
 def _composite_crc(info: ObjectInfo) -> Check | None:

@@ -9,18 +9,19 @@ exceptions never reach the engine.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from contextlib import AbstractAsyncContextManager
+    from pathlib import Path
 
     from .._recvfile import FileRun
     from ..config import StorageConfig
     from ..models import ObjectInfo
     from ..uri import ObjectURI
 
-__all__ = ["Backend", "BlockingBody", "BlockingGet", "RangeBody"]
+__all__ = ["Backend", "BlockingBody", "BlockingGet", "FetchedFile", "RangeBody"]
 
 
 class RangeBody(Protocol):
@@ -89,12 +90,59 @@ class BlockingBody(RangeBody, Protocol):
         ...
 
 
+# A NamedTuple, not a frozen dataclass: defining it at import costs a tenth
+# (README, "Start-up is mostly imports").
+class FetchedFile(NamedTuple):
+    """A whole object `BlockingGet.fetch_to_file` wrote to a file.
+
+    Attributes:
+        info: what the response headers say of the object, as `RangeBody.info`.
+        received: bytes written, from offset 0.
+        crc_kind: the library's number of the CRC computed over them (`_crc`),
+            or -1 for none.
+        crc: that CRC.
+    """
+
+    info: ObjectInfo | None
+    received: int
+    crc_kind: int
+    crc: int
+
+
 class BlockingGet(Protocol):
     """A whole-object GET, prepared (signed) on the event loop, sent from a thread.
 
-    One worker thread calls `send`, reads the body and calls `close`; `abort` may
-    come from any thread meanwhile.
+    One worker thread calls `fetch_to_file`, or `send` and reads the body, then
+    calls `close`; `abort` may come from any thread meanwhile.
     """
+
+    def fetch_to_file(
+        self,
+        fd: int,
+        size: int,
+        *,
+        default_crc: int,
+        path: Path,
+        chunk: int,
+        timeout: float,
+    ) -> FetchedFile | None:
+        """Send the request and write the `size`-byte body into file `fd`, natively.
+
+        Blocks. The request, the head and the body go in one native call
+        (`_recvfile.get_to_file`), which computes the CRC that the response's
+        checksum fields name (else `default_crc`, a library CRC number or -1),
+        receiving `chunk` bytes at a time; a wait of more than `timeout` seconds
+        fails. The head is checked as `send` checks it, once the body is written.
+
+        Returns:
+            What was written; or None, when this GET cannot go natively (TLS,
+            no native library) or its response is not a plain 200 of `size`
+            bytes: nothing was written, and `send` sends it the usual way.
+
+        Raises:
+            TransferError: as `send`; `LocalIOError` when a write fails.
+        """
+        ...
 
     def send(self) -> BlockingBody:
         """Send the request and return its body once the head has been checked.

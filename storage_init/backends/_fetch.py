@@ -7,15 +7,20 @@ through one interface, whichever client sent the request.
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from functools import cache
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from .._crc import crc_algorithm
+from .._recvfile import checksum_table
 from ..config import WIRE_BUFFER
 from ..errors import ErrorTable, map_errors
+from ._base import FetchedFile
 from ._common import NETWORK_ERRORS, Response
 from ._wire import Attempt, WirePool, WireResponse
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping
+    from pathlib import Path
 
     import aiohttp
 
@@ -59,6 +64,9 @@ class DataGet(NamedTuple):
             when nothing new); raises a `TransferError` for a status of 300 or
             more and for a head that does not match the request. Synchronous, so
             that a worker thread can send the request.
+        crc_fields: the response fields that carry a CRC of the object, and the
+            CRC each carries (`_crc.CRC_ALGORITHMS`), strongest first: a body
+            received natively gets the CRC of the first one its head holds.
     """
 
     url: str
@@ -66,6 +74,7 @@ class DataGet(NamedTuple):
     uri: str
     errors: ErrorTable
     accept: Callable[[Head], ObjectInfo | None]
+    crc_fields: tuple[tuple[str, str], ...] = ()
 
 
 class Fetched(Response, Protocol):
@@ -282,6 +291,15 @@ class FetchedRanges:
         return fetch.blocking(get)
 
 
+@cache
+def _native_fields(
+    fields: tuple[tuple[str, str], ...],
+) -> tuple[tuple[str, int], ...]:
+    """`fields` with the library's number of each CRC, those it computes only."""
+    native = ((name, crc_algorithm(crc).native) for name, crc in fields)
+    return tuple((name, kind) for name, kind in native if kind is not None)
+
+
 class _BlockingGet:
     """A `DataGet` sent and read in one worker thread: see `BlockingGet`."""
 
@@ -304,6 +322,35 @@ class _BlockingGet:
         length = response.content_length
         got = get.accept(Head(response.status, response.headers, length, error_body))
         return _WireBody(response, get.uri, got, get.errors)
+
+    def fetch_to_file(
+        self,
+        fd: int,
+        size: int,
+        *,
+        default_crc: int,
+        path: Path,
+        chunk: int,
+        timeout: float,
+    ) -> FetchedFile | None:
+        get = self._get
+        table = checksum_table(_native_fields(get.crc_fields), default_crc)
+        with map_errors(get.errors, uri=get.uri):
+            got = self._pool.get_to_file_blocking(
+                get.url,
+                get.headers,
+                fd=fd,
+                size=size,
+                table=table,
+                chunk=chunk,
+                path=path,
+                timeout=timeout,
+                attempt=self._attempt,
+            )
+        if got is None:
+            return None
+        info = get.accept(Head(got.status, got.headers, size, b""))
+        return FetchedFile(info, got.received, got.crc_kind, got.crc)
 
     def abort(self) -> None:
         # The attempt holds the connection from before the head until the end.

@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote_plus
 
+from .._crc import CRC_ALGORITHMS
 from .._redact import redact_text
 from ..models import ObjectInfo
 from ._common import status_error
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "CRC_FIELDS",
     "NO_CREDENTIALS",
     "S3Endpoint",
     "error_from_body",
@@ -150,6 +152,11 @@ def info_from_response(key: str, response: Mapping[str, Any]) -> ObjectInfo:
         sse_customer=bool(response.get("SSECustomerAlgorithm")),
         parts_count=response.get("PartsCount"),
     )
+
+
+#: The fields of a GET's response that carry a full-object CRC (checksum mode on),
+#: strongest first, for a body received natively (`DataGet.crc_fields`).
+CRC_FIELDS = tuple((f"x-amz-checksum-{name}", name) for name in CRC_ALGORITHMS)
 
 
 def info_from_headers(key: str, headers: Mapping[str, str], size: int) -> ObjectInfo:

@@ -27,7 +27,7 @@ from ..errors import IntegrityError, ObjectNotFoundError, map_errors
 from ._common import check_range
 from ._fetch import DataGet, FetchedRanges, Fetcher
 from ._s3lean import LeanControl, lean_credentials
-from ._s3wire import error_from_body, info_from_headers
+from ._s3wire import CRC_FIELDS, error_from_body, info_from_headers
 from ._sigv4 import object_url, sign_get
 
 if TYPE_CHECKING:
@@ -258,7 +258,8 @@ class S3Backend(FetchedRanges):
                 raise IntegrityError(msg, uri=uri)
             return info_from_headers(info.key, head.headers, size)
 
-        return DataGet(url, headers, uri, errors, accept), fetch
+        crcs = CRC_FIELDS if whole else ()
+        return DataGet(url, headers, uri, errors, accept, crcs), fetch
 
     async def _signed_get(
         self,
