@@ -50,7 +50,8 @@
  *     written from there); a head longer than head_size is "not plain".
  *   names, kinds: checksum fields (lower case, each NUL-terminated, an empty
  *     name last) and the CRC each says to compute (as crc_update). The first
- *     of them the head holds decides; none: no CRC (-1).
+ *     of them the head holds decides; with none, the CRC is the one kinds
+ *     holds after theirs (-1: none).
  *   state: [0] body bytes written and CRC'd, [1] the CRC (0 before the call),
  *     [2] the errno of a failure, [3] bytes of head received, then the head's
  *     length (blank line included) once it is whole, [4] the CRC computed (-1:
@@ -174,9 +175,8 @@ static int parse_length(const u8 *s, size_t n, u64 *out) {
 
 /*
  * Whether head[0, end) is "HTTP/1.x 200" with one Content-Length of `size` and
- * no Transfer-Encoding; sets *which to the kind of the first of `names` (a list
- * of lower-case field names, each NUL-terminated, an empty one last) that the
- * head holds, or -1.
+ * no Transfer-Encoding; sets *which to the kind of the first of `names` (as
+ * get_to_file's) that the head holds, else to the default after them.
  */
 static int plain_ok(const u8 *head, size_t end, u64 size, const char *names,
                     const int *kinds, int *which) {
@@ -217,7 +217,10 @@ static int plain_ok(const u8 *head, size_t end, u64 size, const char *names,
         }
         line = eol + 2;
     }
-    *which = best < 0 ? -1 : kinds[best];
+    int count = 0;
+    for (const char *c = names; *c; count++)
+        while (*c++) {}
+    *which = kinds[best < 0 ? count : best];
     return lengths > 0;
 }
 

@@ -24,9 +24,16 @@ import anyio
 import pytest
 
 from storage_init import _recvfile as recvfile
+from storage_init._crc import crc_algorithm
 from storage_init._recvfile import FileRun
 from storage_init.backends import _wire as wire
-from storage_init.backends._wire import WireError, WirePool, _ChunkDecoder
+from storage_init.backends._wire import (
+    Attempt,
+    WireError,
+    WireFile,
+    WirePool,
+    _ChunkDecoder,
+)
 
 Script = Callable[[bytes, int], list[bytes]]
 
@@ -628,3 +635,238 @@ async def test_buffer_failure_closes_the_new_socket(monkeypatch, unraisables) ->
             await pool.aclose()
     gc.collect()
     assert unraisables == []
+
+
+# -- a small file's whole GET in one native call (`WirePool.get_to_file_blocking`) --
+
+_CRC64 = crc_algorithm("crc64nvme")
+_CRC32C = crc_algorithm("crc32c")
+#: Two checksum fields, the stronger first, and no CRC without them.
+_TABLE = (("x-amz-checksum-crc64nvme", 0), ("x-amz-checksum-crc32c", 1))
+
+
+async def _get_to_file(
+    pool: WirePool,
+    url: str,
+    path: Path,
+    size: int,
+    *,
+    default: int = -1,
+    timeout: float = 5.0,
+    chunk: int = 64 << 10,
+) -> WireFile | None:
+    """`get_to_file_blocking` into `path` (created empty) from a worker thread."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+    try:
+        return await anyio.to_thread.run_sync(
+            lambda: pool.get_to_file_blocking(
+                url,
+                {"x-test": "1"},
+                fd=fd,
+                size=size,
+                table=recvfile.checksum_table(_TABLE, default),
+                chunk=chunk,
+                path=path,
+                timeout=timeout,
+                attempt=Attempt(),
+            )
+        )
+    finally:
+        os.close(fd)
+
+
+@needs_native
+@pytest.mark.parametrize("size", [1, 100, 70_000, 1 << 20])
+@pytest.mark.parametrize("cut", [0, 1, 30, 10_000])
+async def test_get_to_file_writes_the_body_and_its_crc(
+    tmp_path: Path, size: int, cut: int
+) -> None:
+    """The head and body arrive in pieces cut anywhere (within the head, at its
+    blank line, in the body); the file holds the body, the CRC is the first
+    checksum field's of the table (not the order of the head's fields), the
+    headers are parsed, and the connection goes back to the pool and is reused."""
+    data = os.urandom(size)
+    extra = 'x-amz-checksum-crc32c: c\r\nX-Amz-Checksum-CRC64NVME: a\r\nETag: "e"\r\n'
+    whole = _ok(data, extra)
+    requests: list[bytes] = []
+
+    def script(request: bytes, n: int) -> list[bytes]:
+        requests.append(request)
+        return [whole[:cut], whole[cut:]] if cut else [whole]
+
+    async with scripted(script) as url:
+        pool = WirePool()
+        try:
+            for _ in range(2):
+                got = await _get_to_file(pool, f"{url}/k?q=1", tmp_path / "f", size)
+                assert got is not None
+                assert (tmp_path / "f").read_bytes() == data
+                assert (got.status, got.received) == (200, size)
+                assert (got.crc_kind, got.crc) == (0, _CRC64.update(data, 0))
+                assert got.headers["etag"] == '"e"'
+                assert sum(len(c) for c in pool._idle.values()) == 1
+            assert len(requests) == 2  # one connection, two requests
+            assert requests[0].startswith(b"GET /k?q=1 HTTP/1.1\r\n")
+            assert b"\r\nx-test: 1\r\n" in requests[0]
+        finally:
+            await pool.aclose()
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("extra", "default", "kind"),
+    [
+        ("x-amz-checksum-crc32c: c\r\n", -1, 1),
+        ("", -1, -1),
+        ("", 1, 1),
+        ("x-amz-checksum-crc32: c\r\nx-amz-checksum-crc64nvmeX: a\r\n", -1, -1),
+    ],
+)
+async def test_get_to_file_crc_from_the_fields_or_the_default(
+    tmp_path: Path, extra: str, default: int, kind: int
+) -> None:
+    """The CRC is that of the table's first field present (a name must match
+    whole; fields not in the table do not count), else the default."""
+    data = os.urandom(5000)
+    async with scripted(lambda req, n: [_ok(data, extra)]) as url:
+        pool = WirePool()
+        try:
+            got = await _get_to_file(
+                pool, url, tmp_path / "f", len(data), default=default
+            )
+            assert got is not None
+            expected = {-1: 0, 0: _CRC64.update(data, 0), 1: _CRC32C.update(data, 0)}
+            assert (got.crc_kind, got.crc) == (kind, expected[kind])
+        finally:
+            await pool.aclose()
+
+
+@needs_native
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 4\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+        b"HTTP/1.1 2000 OK\r\nContent-Length: 5\r\n\r\n",
+        b"HTTP/2 200 OK\r\nContent-Length: 5\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * (20 << 10) + b"\r\n\r\n",
+    ],
+    ids=[
+        "404",
+        "another-length",
+        "two-lengths",
+        "bad-length",
+        "chunked",
+        "no-length",
+        "interim",
+        "bad-status",
+        "http2",
+        "long-head",
+    ],
+)
+async def test_get_to_file_declines_what_is_not_plain(
+    tmp_path: Path, head: bytes
+) -> None:
+    """Anything but a 200 with one Content-Length of the size expected: None,
+    nothing written, the connection closed (the caller asks again)."""
+    async with scripted(lambda req, n: [head + b"hello"]) as url:
+        pool = WirePool()
+        try:
+            assert await _get_to_file(pool, url, tmp_path / "f", 5) is None
+            assert (tmp_path / "f").read_bytes() == b""
+            assert not any(pool._idle.values())
+        finally:
+            await pool.aclose()
+
+
+@needs_native
+async def test_get_to_file_malformed_field_after_the_body(tmp_path: Path) -> None:
+    """A field line Python's parser refuses fails the GET, after the body."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n bad\r\n\r\n"
+    async with scripted(lambda req, n: [head + b"hello"]) as url:
+        pool = WirePool()
+        try:
+            with pytest.raises(WireError, match="malformed"):
+                await _get_to_file(pool, url, tmp_path / "f", 5)
+            assert not any(pool._idle.values())
+        finally:
+            await pool.aclose()
+
+
+@needs_native
+async def test_get_to_file_cut_short_or_unanswered(tmp_path: Path) -> None:
+    """A body that ends early, or no response at all, on a new connection: a
+    WireError (not retried), the connection dropped."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"
+    async with scripted(lambda req, n: [head, b"x" * 500], close=True) as url:
+        pool = WirePool()
+        try:
+            with pytest.raises(WireError, match="mid-response"):
+                await _get_to_file(pool, url, tmp_path / "f", 100_000)
+            assert not any(pool._idle.values())
+        finally:
+            await pool.aclose()
+    async with scripted(lambda req, n: [], close=True) as url:
+        pool = WirePool()
+        try:
+            with pytest.raises(WireError, match="before responding"):
+                await _get_to_file(pool, url, tmp_path / "f", 5)
+        finally:
+            await pool.aclose()
+
+
+@needs_native
+async def test_get_to_file_stale_connection_and_connection_close(
+    tmp_path: Path,
+) -> None:
+    """A pooled connection the server has closed is replaced once, the GET sent
+    again; a response saying Connection: close is not pooled."""
+    async with scripted(lambda req, n: [_ok(b"%05d" % n)], close=True) as url:
+        pool = WirePool()
+        try:
+            for n in (1, 2):
+                assert await _get_to_file(pool, url, tmp_path / "f", 5) is not None
+                assert (tmp_path / "f").read_bytes() == b"%05d" % n
+        finally:
+            await pool.aclose()
+    async with scripted(lambda req, n: [_ok(b"hello", "Connection: close\r\n")]) as url:
+        pool = WirePool()
+        try:
+            assert await _get_to_file(pool, url, tmp_path / "f", 5) is not None
+            assert not any(pool._idle.values())
+        finally:
+            await pool.aclose()
+
+
+@needs_native
+async def test_get_to_file_times_out(tmp_path: Path) -> None:
+    """No byte within the timeout (the larger of the call's and the pool's)."""
+    async with scripted(lambda req, n: []) as url:
+        pool = WirePool(read_timeout=0.2)
+        try:
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await _get_to_file(pool, url, tmp_path / "f", 5, timeout=0.1)
+            assert 0.15 < time.monotonic() - started < 5
+        finally:
+            await pool.aclose()
+
+
+async def test_get_to_file_not_over_tls(
+    tls_pair: tuple[ssl.SSLContext, str], tmp_path: Path
+) -> None:
+    """Under TLS nothing is sent: None, for the caller to send it the usual way."""
+    server, bundle = tls_pair
+    requests: list[bytes] = []
+    async with scripted(lambda req, n: requests.append(req) or [], tls=server) as url:
+        pool = WirePool(verify=bundle)
+        try:
+            assert await _get_to_file(pool, url, tmp_path / "f", 5) is None
+            assert requests == []
+        finally:
+            await pool.aclose()
