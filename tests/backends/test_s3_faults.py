@@ -203,9 +203,23 @@ async def test_small_files_recover(
         assert (tmp_path / name).read_bytes() == data
 
 
-async def test_small_file_flipped_byte_fails(s3_server, small_files, tmp_path) -> None:
-    """A corrupted small body fails the run as IntegrityError; no partial file."""
-    uri, files = small_files
+@pytest.fixture(scope="module")
+def small_md5_files(s3_server: S3Server) -> tuple[str, dict[str, bytes]]:
+    """20 objects of 100 KiB with only MD5 ETags (read back after a native GET)."""
+    seeder = S3Seeder(s3_server)
+    files = {f"m{i:02d}.bin": os.urandom(100 * 1024) for i in range(20)}
+    for name, data in files.items():
+        seeder.put(f"faults-small-md5/{name}", data)
+    return f"s3://{s3_server.bucket}/faults-small-md5", files
+
+
+@pytest.mark.parametrize("stored", ["crc64nvme", "md5-etag"])
+async def test_small_file_flipped_byte_fails(
+    s3_server, small_files, small_md5_files, tmp_path, stored: str, receive_loop: str
+) -> None:
+    """A corrupted small body fails the run as IntegrityError, whether its CRC
+    was computed as it arrived or its MD5 read back; no partial file."""
+    uri, files = small_files if stored == "crc64nvme" else small_md5_files
     faults = Faults(flip_at=50_000, budget=1)
     with (
         fault_proxy(s3_server.endpoint, faults) as proxy,
