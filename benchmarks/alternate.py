@@ -1,11 +1,12 @@
 """Alternate a few tools on one S3 URL, run after run, against a running SeaweedFS.
 
 The by-hand figures of the README come from this: each round runs the tools in
-turn (the order reversed every other round), each into an emptied destination
-after ``sync``, measured like `benchmarks.run` (`run_measured`). Every run is
-printed with the tool that ran just before it, and the medians are given per
-tool and per (tool, predecessor): a tool's cost can depend on what the previous
-run left in the kernel (see the README on the model and s5cmd).
+turn (the order reversed every other round), each into a new destination under
+``--dest`` after ``sync`` (`fresh_dest`), measured like `benchmarks.run`
+(`run_measured`). Every run is printed with the tool that ran just before it,
+and the medians are given per tool and per (tool, predecessor): a tool's cost
+can depend on what the previous run left in the kernel (see the README on the
+model and s5cmd).
 
 A tool is a name from `benchmarks.run.TOOLS`, optionally with environment
 settings: ``storage-init:STORAGE_INIT_SMALL_FILE_CONCURRENCY=16``.
@@ -30,7 +31,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from benchmarks.measure import Measured, empty_dest, run_measured
+from benchmarks.measure import Measured, fresh_dest, run_measured
 from benchmarks.run import TOOLS, WORK, _process_cpu
 
 #: A run and the server's CPU seconds meanwhile (None: not measured).
@@ -76,9 +77,9 @@ def main() -> int:
         for tool in tools if rnd % 2 == 0 else tools[::-1]:
             name, *settings = tool.split(":")
             tool_env = {**env, **dict(s.split("=", 1) for s in settings)}
-            empty_dest(args.dest)
+            dest = fresh_dest(args.dest)
             served = server_cpu()
-            m = run_measured(TOOLS[name](args.url, args.dest, tool_env), env=tool_env)
+            m = run_measured(TOOLS[name](args.url, dest, tool_env), env=tool_env)
             after = server_cpu()
             if m.code:
                 print(m.stderr[-2000:], file=sys.stderr)

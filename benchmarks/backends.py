@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmarks.measure import empty_dest, run_measured
+from benchmarks.measure import fresh_dest, run_measured
 from benchmarks.run import (
     BIN,
     RESULTS,
@@ -263,11 +263,10 @@ def _bench(name: str, src: Path, runs: int, work: Path) -> list[Run]:
         tools = list(backend.tools)
         for rnd in range(runs):
             for tool in tools if rnd % 2 == 0 else tools[::-1]:
-                argv = backend.tools[tool](env, work / "out")
+                dest = fresh_dest(work / "out")
+                argv = backend.tools[tool](env, dest)
                 if tool == "storage-init" and name == "http":
                     argv[2:2] = ["--sha256", env["BENCH_SHA256"]]
-                dest = work / "out"
-                empty_dest(dest)
                 m = run_measured(argv, env=env)
                 run = Run(
                     name,

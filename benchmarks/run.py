@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmarks.measure import Measured, empty_dest, run_measured
+from benchmarks.measure import Measured, fresh_dest, run_measured
 from benchmarks.seed import (
     make_big_file,
     make_model,
@@ -600,8 +600,7 @@ def main() -> int:
                 tool_env = away_env if seed_name in away else env
                 before_tool = "warm-up"
                 for tool in run_order(tools, rnd, seed_name):
-                    dest = work / "out"
-                    empty_dest(dest)
+                    dest = fresh_dest(work / "out")
                     before = _process_cpu(server)
                     m: Measured = run_measured(
                         TOOLS[tool](url, dest, tool_env), env=tool_env

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
-from benchmarks.measure import run_measured
+from benchmarks.measure import fresh_dest, run_measured
 from benchmarks.run import TOOLS, Run, _table, run_order, warm_up
 from benchmarks.seed import s5cmd_binary
 from tests.conftest import ROOT
@@ -173,3 +175,36 @@ def test_alternate_reports_the_server_cpu(s3_server, tmp_path) -> None:
     for line in lines:
         words = line.split()
         assert float(words[words.index("server") + 1]) >= 0, line
+
+
+def test_fresh_dest_is_new_and_empty_and_clears_earlier_ones(tmp_path) -> None:
+    """Each run gets a directory never used before; earlier ones are removed; on
+    ext4 the parent carries the top-directory flag (chattr +T)."""
+    parent = tmp_path / "out"
+    first = fresh_dest(parent)
+    (first / "model.bin").write_bytes(b"x")
+    second = fresh_dest(parent)
+    assert second != first
+    assert list(parent.iterdir()) == [second]
+    assert list(second.iterdir()) == []
+    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        flags = bytearray(4)
+        fcntl.ioctl(fd, 0x80086601, flags)  # FS_IOC_GETFLAGS
+    except OSError:
+        pytest.skip("this filesystem has no inode flags")
+    finally:
+        os.close(fd)
+    if _is_ext4(parent):
+        assert int.from_bytes(flags, sys.byteorder) & 0x00020000  # FS_TOPDIR_FL
+
+
+def _is_ext4(path: Path) -> bool:
+    """Whether `path` is on ext4 (the longest mount point above it, /proc/mounts)."""
+    best, kind = "", ""
+    for line in Path("/proc/mounts").read_text().splitlines():
+        fields = line.split()
+        point = fields[1]
+        if str(path).startswith(point.rstrip("/") + "/") and len(point) > len(best):
+            best, kind = point, fields[2]
+    return kind == "ext4"
