@@ -541,14 +541,13 @@ class Engine:
         try:
             slot.start(get)
             temp = self._small_temp(small.final, info.size)
+            # The CRC a response without checksum fields gets: the listing's.
             listed = listed_crc(info)
+            default = -1 if listed is None or listed.native is None else listed.native
             fetched = get.fetch_to_file(
                 temp.fd,
                 info.size,
-                # The CRC a response without checksum fields gets: the listing's.
-                default_crc=-1
-                if listed is None or listed.native is None
-                else listed.native,
+                default_crc=default,
                 path=small.final,
                 chunk=cfg.chunk_size,
                 timeout=cfg.stall_timeout,

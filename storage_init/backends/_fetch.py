@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager
 from functools import cache
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from .. import _recvfile as recvfile
 from .._crc import crc_algorithm
-from .._recvfile import checksum_table
 from ..config import WIRE_BUFFER
 from ..errors import ErrorTable, map_errors
 from ._base import FetchedFile
@@ -333,8 +333,10 @@ class _BlockingGet:
         chunk: int,
         timeout: float,
     ) -> FetchedFile | None:
+        if not recvfile.available():
+            return None  # (before the table: without the library no CRC is native)
         get = self._get
-        table = checksum_table(_native_fields(get.crc_fields), default_crc)
+        table = recvfile.checksum_table(_native_fields(get.crc_fields), default_crc)
         with map_errors(get.errors, uri=get.uri):
             got = self._pool.get_to_file_blocking(
                 get.url,
