@@ -13,7 +13,7 @@ from storage_init._lane import LINGER, Lane, Slot, StoppedError
 
 
 class _Get:
-    """A stand-in `BlockingGet` whose `send` blocks until aborted."""
+    """A stand-in `BlockingGet` whose `send` and `fetch_to_file` block until aborted."""
 
     def __init__(self) -> None:
         self.aborted = threading.Event()
@@ -21,6 +21,9 @@ class _Get:
     def send(self) -> NoReturn:
         self.aborted.wait(10)
         raise StoppedError
+
+    def fetch_to_file(self, fd: int, size: int, **_: object) -> NoReturn:
+        self.send()
 
     def abort(self) -> None:
         self.aborted.set()

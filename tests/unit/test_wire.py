@@ -863,7 +863,12 @@ async def test_get_to_file_not_over_tls(
     """Under TLS nothing is sent: None, for the caller to send it the usual way."""
     server, bundle = tls_pair
     requests: list[bytes] = []
-    async with scripted(lambda req, n: requests.append(req) or [], tls=server) as url:
+
+    def script(request: bytes, n: int) -> list[bytes]:
+        requests.append(request)
+        return []
+
+    async with scripted(script, tls=server) as url:
         pool = WirePool(verify=bundle)
         try:
             assert await _get_to_file(pool, url, tmp_path / "f", 5) is None
