@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, NoReturn
 
 from benchmarks.measure import Measured, fresh_dest, run_measured
 from benchmarks.seed import (
@@ -135,19 +136,21 @@ def warm_up(url: str, env: Mapping[str, str]) -> int:
         The bytes read.
 
     Raises:
-        subprocess.CalledProcessError: s5cmd failed (e.g. nothing under `url`).
+        subprocess.CalledProcessError: s5cmd failed (e.g. nothing under `url`);
+            its stderr is attached and printed.
     """
     s5cmd = s5cmd_argv(env)
     listing = subprocess.run(
         [*s5cmd, "--json", "ls", url.rstrip("/") + "/*"],
         env=dict(env),
-        check=True,
         capture_output=True,
         text=True,
     )
+    if listing.returncode:
+        _s5cmd_failed(listing.returncode, listing.args, listing.stderr)
     keys = [json.loads(line)["key"] for line in listing.stdout.splitlines() if line]
     total = 0
-    with tempfile.TemporaryFile() as commands:
+    with tempfile.TemporaryFile() as commands, tempfile.TemporaryFile() as errors:
         commands.write("".join(f"cat {key}\n" for key in keys).encode())
         commands.seek(0)
         with subprocess.Popen(
@@ -155,15 +158,23 @@ def warm_up(url: str, env: Mapping[str, str]) -> int:
             env=dict(env),
             stdin=commands,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=errors,
         ) as cat:
             out = cat.stdout
             assert out is not None
             while chunk := out.read(1 << 20):
                 total += len(chunk)
-    if cat.returncode:
-        raise subprocess.CalledProcessError(cat.returncode, cat.args)
+        if cat.returncode:
+            errors.seek(0)
+            text = errors.read().decode(errors="replace")
+            _s5cmd_failed(cat.returncode, cat.args, text)
     return total
+
+
+def _s5cmd_failed(code: int, argv: Any, stderr: str) -> NoReturn:
+    """Print the end of s5cmd's `stderr`; raise CalledProcessError with it."""
+    print(stderr[-2000:], file=sys.stderr)
+    raise subprocess.CalledProcessError(code, argv, stderr=stderr)
 
 
 def run_order(tools: list[str], rnd: int, workload: str) -> list[str]:

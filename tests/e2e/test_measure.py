@@ -93,8 +93,9 @@ def test_warm_up_reads_everything_and_writes_nothing(
     monkeypatch.chdir(tmp_path)
     assert warm_up(f"s3://{s3_server.bucket}/warm", env) == 1001
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(subprocess.CalledProcessError):
+    with pytest.raises(subprocess.CalledProcessError) as failed:
         warm_up(f"s3://{s3_server.bucket}/no-such-prefix", env)
+    assert "no object found" in failed.value.stderr  # s5cmd's own words
 
 
 @pytest.mark.integration
