@@ -552,21 +552,19 @@ class Engine:
                 chunk=cfg.chunk_size,
                 timeout=cfg.stall_timeout,
             )
+            body = get.send() if fetched is None else None
+            said = body.info if body is not None else fetched and fetched.info
+            check = choose_check(said or info, cfg.verify)
+            if check.needs_parts:
+                return _SmallResult(None)  # a small multipart upload: needs a HEAD
+            ranges = [ByteRange(0, info.size)]
             if fetched is not None:
-                check = choose_check(fetched.info or info, cfg.verify)
-                if check.needs_parts:
-                    return _SmallResult(None)  # a small multipart upload: needs a HEAD
-                digest = FileDigest(check, [ByteRange(0, info.size)])
+                digest = FileDigest(check, ranges)
                 self._adopt_fetched(digest, fetched, temp.fd)
                 written = fetched.received
             else:
-                body = get.send()
-                check = choose_check(body.info or info, cfg.verify)
-                if check.needs_parts:
-                    return _SmallResult(None)
-                digest = FileDigest(
-                    check, [ByteRange(0, info.size)], inline_limit=info.size
-                )
+                assert body is not None
+                digest = FileDigest(check, ranges, inline_limit=info.size)
                 written = self._receive(
                     body, temp, digest, info.size, small.file.uri, [0]
                 )

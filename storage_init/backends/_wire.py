@@ -42,7 +42,7 @@ import struct
 import threading
 from collections import defaultdict
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 from .. import _recvfile as recvfile
@@ -50,7 +50,7 @@ from .._threads import run_abortable
 
 if TYPE_CHECKING:
     import ctypes
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
     from .._recvfile import FileRun
@@ -63,6 +63,8 @@ __all__ = [
     "WirePool",
     "WireResponse",
 ]
+
+T = TypeVar("T")
 
 #: Largest response head (status line and headers) accepted.
 MAX_HEAD = 64 * 1024
@@ -766,6 +768,31 @@ class WirePool:
         """
         attempt = attempt or Attempt()
         key, request = _request(url, headers, method)
+
+        def send(connection: _Connection) -> None:
+            connection.set_timeout(self._read_timeout)
+            connection.send(request, head=method == "HEAD")
+
+        connection, _ = self._exchange(key, attempt, send)
+        return WireResponse(connection, key, self._buffer_size)
+
+    def _exchange(
+        self,
+        key: _Key,
+        attempt: Attempt,
+        act: Callable[[_Connection], T],
+    ) -> tuple[_Connection, T]:
+        """Run `act` on a pooled connection to `key` (or a new one); return both.
+
+        A reused connection that breaks (`act` raises ConnectionError) is closed
+        and `act` runs once more on a new one: the server may have closed it
+        meanwhile, and GETs may be sent again. Any other failure closes the
+        connection and propagates.
+
+        Raises:
+            WireError: `attempt` was aborted, or what `act` raises.
+            OSError: the connection could not be made.
+        """
         connection = self._checkout(key)
         reused = connection is not None
         while True:
@@ -777,8 +804,7 @@ class WirePool:
                 msg = "the request was cancelled"
                 raise WireError(msg)
             try:
-                connection.set_timeout(self._read_timeout)
-                connection.send(request, head=method == "HEAD")
+                return connection, act(connection)
             except ConnectionError:
                 connection.close()
                 if not reused or attempt.aborted:
@@ -787,8 +813,6 @@ class WirePool:
             except BaseException:
                 connection.close()
                 raise
-            else:
-                return WireResponse(connection, key, self._buffer_size)
 
     def get_to_file_blocking(
         self,
@@ -825,35 +849,19 @@ class WirePool:
         key, request = _request(url, headers, "GET")
         if key[0] != "http" or not recvfile.available():
             return None
-        connection = self._checkout(key)
-        reused = connection is not None
-        while True:
-            if connection is None:
-                connection = self._connect(key)
-            attempt.connection = connection
-            if attempt.aborted:
-                connection.close()
-                msg = "the request was cancelled"
-                raise WireError(msg)
-            try:
-                connection.set_timeout(max(timeout, self._read_timeout))
-                got = connection.get_to_file(request, fd, size, table, chunk, path)
-            except ConnectionError:
-                connection.close()
-                if not reused or attempt.aborted:
-                    raise
-                connection, reused = None, False
-                continue
-            except BaseException:
-                connection.close()
-                raise
-            attempt.connection = None
-            if got is None:
-                connection.close()
-                return None
-            self._checkin(key, connection)
-            status, fields = connection.status, connection.headers
-            return WireFile(status, fields, got.received, got.crc_kind, got.crc)
+
+        def get(connection: _Connection) -> recvfile.FileGet | None:
+            connection.set_timeout(max(timeout, self._read_timeout))
+            return connection.get_to_file(request, fd, size, table, chunk, path)
+
+        connection, got = self._exchange(key, attempt, get)
+        attempt.connection = None
+        if got is None:
+            connection.close()
+            return None
+        self._checkin(key, connection)
+        status, fields = connection.status, connection.headers
+        return WireFile(status, fields, got.received, got.crc_kind, got.crc)
 
     async def request(
         self, url: str, headers: Mapping[str, str], *, method: str = "GET"

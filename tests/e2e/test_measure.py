@@ -15,7 +15,7 @@ import pytest
 from benchmarks.measure import fresh_dest, run_measured
 from benchmarks.run import TOOLS, Run, _table, run_order, warm_up
 from benchmarks.seed import s5cmd_binary
-from tests.conftest import ROOT
+from tests.conftest import ROOT, S3Server
 from tests.s3util import S3Seeder
 
 
@@ -104,25 +104,7 @@ def test_alternate_reports_each_tool_by_predecessor(s3_server, tmp_path) -> None
     seeder = S3Seeder(s3_server)
     for name in ("a", "b"):
         seeder.put(f"alternate/{name}", name.encode() * 1000)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.alternate",
-            f"s3://{s3_server.bucket}/alternate/",
-            "storage-init,s5cmd",
-            "--rounds",
-            "3",
-            "--dest",
-            str(tmp_path / "out"),
-        ],
-        cwd=ROOT,
-        env={**os.environ, **s3_server.env()},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = _alternate(s3_server, tmp_path, "alternate", "--rounds", "3")
     assert result.returncode == 0, result.stderr[-2000:]
     summary = result.stdout.split("median (min-max):\n", 1)[1]
     # Order per round: [si, s5], [s5, si], [si, s5].
@@ -149,26 +131,8 @@ def test_alternate_reports_the_server_cpu(s3_server, tmp_path) -> None:
         if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
     }
     S3Seeder(s3_server).put("alternate-cpu/a", b"a" * 100_000)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.alternate",
-            f"s3://{s3_server.bucket}/alternate-cpu/",
-            "storage-init,s5cmd",
-            "--rounds",
-            "2",
-            "--dest",
-            str(tmp_path / "out"),
-            "--server-pid",
-            str(pid),
-        ],
-        cwd=ROOT,
-        env={**os.environ, **s3_server.env()},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = _alternate(
+        s3_server, tmp_path, "alternate-cpu", "--rounds", "2", "--server-pid", str(pid)
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if " wall " in line]
@@ -209,3 +173,27 @@ def _is_ext4(path: Path) -> bool:
         if str(path).startswith(point.rstrip("/") + "/") and len(point) > len(best):
             best, kind = point, fields[2]
     return kind == "ext4"
+
+
+def _alternate(
+    s3_server: S3Server, tmp_path: Path, prefix: str, *options: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``benchmarks.alternate`` on storage-init and s5cmd over `prefix`."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.alternate",
+            f"s3://{s3_server.bucket}/{prefix}/",
+            "storage-init,s5cmd",
+            "--dest",
+            str(tmp_path / "out"),
+            *options,
+        ],
+        cwd=ROOT,
+        env={**os.environ, **s3_server.env()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
