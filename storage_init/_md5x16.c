@@ -7,9 +7,10 @@
  * the part MD5s), so 16 of them can advance together in the 16 lanes of a vector:
  * the same instruction count per block as one message, 16 blocks' worth of work.
  *
- * Written with GCC/Clang vector extensions, not intrinsics: the same source
- * compiles to AVX-512 (one zmm per vector), AVX2 (two ymm), SSE2 or NEON, and
- * target_clones picks the best the CPU has when the library loads.
+ * Written with GCC/Clang vector extensions, not intrinsics: one body
+ * (_md5x16_body.h) is compiled for 16 lanes in one vector of 16 words (AVX-512),
+ * two of 8 (AVX2) or four of 4 (SSE2, NEON), and on x86-64 the dynamic loader
+ * binds md5x16 to the best variant the CPU has.
  *
  * Freestanding: no Python headers, and of libc only what the compiler itself may
  * call (memset), which every process has. The library is loaded with ctypes, whose
@@ -45,8 +46,6 @@
 typedef __UINT8_TYPE__ u8;
 typedef __UINT32_TYPE__ u32;
 typedef __SIZE_TYPE__ size_t;
-typedef u32 vec __attribute__((vector_size(64)));
-typedef int ivec __attribute__((vector_size(64)));
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "MD5 words are little-endian; this kernel loads them as native words"
@@ -54,28 +53,58 @@ typedef int ivec __attribute__((vector_size(64)));
 
 #define LANES 16
 
-/* MD5X16_NO_CLONES: one variant, for the flags given (the tests build each). */
+/* Where GCC builds for x86-64, md5x16 is an indirect function: the loader picks
+ * the variant for the CPU (AVX-512, AVX2 or SSE2) once, as target_clones would.
+ * MD5X16_NO_CLONES: one variant, for the flags given (the tests build each). */
 #if defined(__x86_64__) && !defined(__clang__) && !defined(MD5X16_NO_CLONES)
-#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define CLONES
+#define DISPATCH 1
 #endif
 
-static inline vec rotl(vec x, int s) { return (x << s) | (x >> (32 - s)); }
+typedef u32 v16 __attribute__((vector_size(64)));
+typedef int iv16 __attribute__((vector_size(64)));
+typedef u32 v8 __attribute__((vector_size(32)));
+typedef int iv8 __attribute__((vector_size(32)));
+typedef u32 v4 __attribute__((vector_size(16)));
+typedef int iv4 __attribute__((vector_size(16)));
 
-static inline vec load_row(const u8 *p) {
-    vec v;
-    __builtin_memcpy(&v, p, sizeof v);
-    return v;
-}
+static const u8 zero_block[64];
+
+/* The step constants: floor(abs(sin(i + 1)) * 2^32). */
+static const u32 T[64] = {
+    0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee,
+    0xf57c0faf, 0x4787c62a, 0xa8304613, 0xfd469501,
+    0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be,
+    0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821,
+    0xf61e2562, 0xc040b340, 0x265e5a51, 0xe9b6c7aa,
+    0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8,
+    0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed,
+    0xa9e3e905, 0xfcefa3f8, 0x676f02d9, 0x8d2a4c8a,
+    0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c,
+    0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70,
+    0x289b7ec6, 0xeaa127fa, 0xd4ef3085, 0x04881d05,
+    0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665,
+    0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039,
+    0x655b59c3, 0x8f0ccc92, 0xffeff47d, 0x85845dd1,
+    0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1,
+    0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391
+};
+
+/* Blocks arrive lane-major (row j: lane j's 16 words); the steps want them
+ * word-major (m[k][g]: word k of the lanes of vector g), so each block is
+ * transposed. The shuffles must be ones the vector unit has, or GCC lowers them
+ * element by element through memory (AVX2 lost two thirds of its speed so, with
+ * 16-word shuffles split into 8-word halves). So the tiles are of the native
+ * width: one of 16 x 16 words for AVX-512, whose two-source permute takes any
+ * pattern; 8 x 8 in unpack and 128-bit-half patterns for AVX2; 4 x 4 in unpacks
+ * for SSE2 and NEON. */
 
 /* Swap the off-diagonal b x b blocks of each 2b x 2b block of rows i, i + b: done
  * for b = 8, 4, 2, 1, it transposes 16 rows (lanes) into 16 columns (words). */
 #define SWAP(i, b, lo, hi)                                         \
     do {                                                           \
-        vec x_ = m[i], y_ = m[(i) + (b)];                          \
-        m[i] = __builtin_shuffle(x_, y_, (ivec)lo);                \
-        m[(i) + (b)] = __builtin_shuffle(x_, y_, (ivec)hi);        \
+        v16 x_ = t[i], y_ = t[(i) + (b)];                          \
+        t[i] = __builtin_shuffle(x_, y_, (iv16)lo);                \
+        t[(i) + (b)] = __builtin_shuffle(x_, y_, (iv16)hi);        \
     } while (0)
 
 #define LO8 {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}
@@ -87,122 +116,141 @@ static inline vec load_row(const u8 *p) {
 #define LO1 {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}
 #define HI1 {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}
 
-static inline void transpose(vec m[16]) {
+static inline void words16(v16 m[16][1], const u8 *const row[LANES]) {
+    v16 t[16];
+    for (int j = 0; j < LANES; j++) __builtin_memcpy(&t[j], row[j], sizeof t[j]);
     for (int i = 0; i < 8; i++) SWAP(i, 8, LO8, HI8);
     for (int i = 0; i < 16; i += 8)
         for (int k = 0; k < 4; k++) SWAP(i + k, 4, LO4, HI4);
     for (int i = 0; i < 16; i += 4)
         for (int k = 0; k < 2; k++) SWAP(i + k, 2, LO2, HI2);
     for (int i = 0; i < 16; i += 2) SWAP(i, 1, LO1, HI1);
+    for (int k = 0; k < 16; k++) m[k][0] = t[k];
 }
 
-#define F(x, y, z) ((z) ^ ((x) & ((y) ^ (z))))
-#define G(x, y, z) ((y) ^ ((z) & ((x) ^ (y))))
-#define H(x, y, z) ((x) ^ (y) ^ (z))
-#define I(x, y, z) ((y) ^ ((x) | ~(z)))
-#define STEP(f, a, b, c, d, k, s, t) \
-    a = b + rotl(a + f(b, c, d) + m[k] + (u32)(t), s)
+/* Interleave the 32-bit, then the 64-bit elements of two rows within each 128-bit
+ * half (x86 punpck[lh]dq, punpck[lh]qdq; NEON zip1, zip2); then pair 128-bit
+ * halves (vinserti128, vperm2i128). */
+#define UNPACK32_LO8 ((iv8){0, 8, 1, 9, 4, 12, 5, 13})
+#define UNPACK32_HI8 ((iv8){2, 10, 3, 11, 6, 14, 7, 15})
+#define UNPACK64_LO8 ((iv8){0, 1, 8, 9, 4, 5, 12, 13})
+#define UNPACK64_HI8 ((iv8){2, 3, 10, 11, 6, 7, 14, 15})
+#define HALVES_LO8 ((iv8){0, 1, 2, 3, 8, 9, 10, 11})
+#define HALVES_HI8 ((iv8){4, 5, 6, 7, 12, 13, 14, 15})
 
-static const u8 zero_block[64];
-
-CLONES
-void md5x16(u32 state[64], const u8 *const data[LANES], const u32 nblocks[LANES]) {
-    vec a, b, c, d, n;
-    __builtin_memcpy(&a, state, sizeof a);
-    __builtin_memcpy(&b, state + 16, sizeof b);
-    __builtin_memcpy(&c, state + 32, sizeof c);
-    __builtin_memcpy(&d, state + 48, sizeof d);
-    __builtin_memcpy(&n, nblocks, sizeof n);
-    u32 most = 0;
-    for (int j = 0; j < LANES; j++)
-        if (nblocks[j] > most) most = nblocks[j];
-    for (u32 blk = 0; blk < most; blk++) {
-        vec m[16];
-        for (int j = 0; j < LANES; j++)
-            m[j] = load_row(blk < nblocks[j] ? data[j] + (size_t)blk * 64 : zero_block);
-        transpose(m);
-        vec aa = a, bb = b, cc = c, dd = d;
-
-        STEP(F, a, b, c, d, 0, 7, 0xd76aa478);
-        STEP(F, d, a, b, c, 1, 12, 0xe8c7b756);
-        STEP(F, c, d, a, b, 2, 17, 0x242070db);
-        STEP(F, b, c, d, a, 3, 22, 0xc1bdceee);
-        STEP(F, a, b, c, d, 4, 7, 0xf57c0faf);
-        STEP(F, d, a, b, c, 5, 12, 0x4787c62a);
-        STEP(F, c, d, a, b, 6, 17, 0xa8304613);
-        STEP(F, b, c, d, a, 7, 22, 0xfd469501);
-        STEP(F, a, b, c, d, 8, 7, 0x698098d8);
-        STEP(F, d, a, b, c, 9, 12, 0x8b44f7af);
-        STEP(F, c, d, a, b, 10, 17, 0xffff5bb1);
-        STEP(F, b, c, d, a, 11, 22, 0x895cd7be);
-        STEP(F, a, b, c, d, 12, 7, 0x6b901122);
-        STEP(F, d, a, b, c, 13, 12, 0xfd987193);
-        STEP(F, c, d, a, b, 14, 17, 0xa679438e);
-        STEP(F, b, c, d, a, 15, 22, 0x49b40821);
-
-        STEP(G, a, b, c, d, 1, 5, 0xf61e2562);
-        STEP(G, d, a, b, c, 6, 9, 0xc040b340);
-        STEP(G, c, d, a, b, 11, 14, 0x265e5a51);
-        STEP(G, b, c, d, a, 0, 20, 0xe9b6c7aa);
-        STEP(G, a, b, c, d, 5, 5, 0xd62f105d);
-        STEP(G, d, a, b, c, 10, 9, 0x02441453);
-        STEP(G, c, d, a, b, 15, 14, 0xd8a1e681);
-        STEP(G, b, c, d, a, 4, 20, 0xe7d3fbc8);
-        STEP(G, a, b, c, d, 9, 5, 0x21e1cde6);
-        STEP(G, d, a, b, c, 14, 9, 0xc33707d6);
-        STEP(G, c, d, a, b, 3, 14, 0xf4d50d87);
-        STEP(G, b, c, d, a, 8, 20, 0x455a14ed);
-        STEP(G, a, b, c, d, 13, 5, 0xa9e3e905);
-        STEP(G, d, a, b, c, 2, 9, 0xfcefa3f8);
-        STEP(G, c, d, a, b, 7, 14, 0x676f02d9);
-        STEP(G, b, c, d, a, 12, 20, 0x8d2a4c8a);
-
-        STEP(H, a, b, c, d, 5, 4, 0xfffa3942);
-        STEP(H, d, a, b, c, 8, 11, 0x8771f681);
-        STEP(H, c, d, a, b, 11, 16, 0x6d9d6122);
-        STEP(H, b, c, d, a, 14, 23, 0xfde5380c);
-        STEP(H, a, b, c, d, 1, 4, 0xa4beea44);
-        STEP(H, d, a, b, c, 4, 11, 0x4bdecfa9);
-        STEP(H, c, d, a, b, 7, 16, 0xf6bb4b60);
-        STEP(H, b, c, d, a, 10, 23, 0xbebfbc70);
-        STEP(H, a, b, c, d, 13, 4, 0x289b7ec6);
-        STEP(H, d, a, b, c, 0, 11, 0xeaa127fa);
-        STEP(H, c, d, a, b, 3, 16, 0xd4ef3085);
-        STEP(H, b, c, d, a, 6, 23, 0x04881d05);
-        STEP(H, a, b, c, d, 9, 4, 0xd9d4d039);
-        STEP(H, d, a, b, c, 12, 11, 0xe6db99e5);
-        STEP(H, c, d, a, b, 15, 16, 0x1fa27cf8);
-        STEP(H, b, c, d, a, 2, 23, 0xc4ac5665);
-
-        STEP(I, a, b, c, d, 0, 6, 0xf4292244);
-        STEP(I, d, a, b, c, 7, 10, 0x432aff97);
-        STEP(I, c, d, a, b, 14, 15, 0xab9423a7);
-        STEP(I, b, c, d, a, 5, 21, 0xfc93a039);
-        STEP(I, a, b, c, d, 12, 6, 0x655b59c3);
-        STEP(I, d, a, b, c, 3, 10, 0x8f0ccc92);
-        STEP(I, c, d, a, b, 10, 15, 0xffeff47d);
-        STEP(I, b, c, d, a, 1, 21, 0x85845dd1);
-        STEP(I, a, b, c, d, 8, 6, 0x6fa87e4f);
-        STEP(I, d, a, b, c, 15, 10, 0xfe2ce6e0);
-        STEP(I, c, d, a, b, 6, 15, 0xa3014314);
-        STEP(I, b, c, d, a, 13, 21, 0x4e0811a1);
-        STEP(I, a, b, c, d, 4, 6, 0xf7537e82);
-        STEP(I, d, a, b, c, 11, 10, 0xbd3af235);
-        STEP(I, c, d, a, b, 2, 15, 0x2ad7d2bb);
-        STEP(I, b, c, d, a, 9, 21, 0xeb86d391);
-
-        /* Lanes past their last block keep their state. */
-        vec live = (vec)((vec){0} + blk < n);
-        a = aa + (a & live);
-        b = bb + (b & live);
-        c = cc + (c & live);
-        d = dd + (d & live);
-    }
-    __builtin_memcpy(state, &a, sizeof a);
-    __builtin_memcpy(state + 16, &b, sizeof b);
-    __builtin_memcpy(state + 32, &c, sizeof c);
-    __builtin_memcpy(state + 48, &d, sizeof d);
+static inline void words8(v8 m[16][2], const u8 *const row[LANES]) {
+    for (int g = 0; g < 2; g++)
+        for (int h = 0; h < 2; h++) {
+            /* Lanes 8g..8g+7, words 8h..8h+7 of each. */
+            v8 r[8], s[8], u[8];
+            for (int i = 0; i < 8; i++)
+                __builtin_memcpy(&r[i], row[8 * g + i] + 32 * h, sizeof r[i]);
+            for (int i = 0; i < 8; i += 2) {
+                s[i] = __builtin_shuffle(r[i], r[i + 1], UNPACK32_LO8);
+                s[i + 1] = __builtin_shuffle(r[i], r[i + 1], UNPACK32_HI8);
+            }
+            for (int i = 0; i < 8; i += 4)
+                for (int k = 0; k < 2; k++) {
+                    u[i + 2 * k] = __builtin_shuffle(s[i + k], s[i + k + 2], UNPACK64_LO8);
+                    u[i + 2 * k + 1] =
+                        __builtin_shuffle(s[i + k], s[i + k + 2], UNPACK64_HI8);
+                }
+            /* u[k] (k < 4) holds words k and k + 4 of lanes 0-3 (its two halves);
+             * u[k + 4] the same of lanes 4-7. */
+            for (int k = 0; k < 4; k++) {
+                m[8 * h + k][g] = __builtin_shuffle(u[k], u[k + 4], HALVES_LO8);
+                m[8 * h + k + 4][g] = __builtin_shuffle(u[k], u[k + 4], HALVES_HI8);
+            }
+        }
 }
+
+#define UNPACK32_LO4 ((iv4){0, 4, 1, 5})
+#define UNPACK32_HI4 ((iv4){2, 6, 3, 7})
+#define UNPACK64_LO4 ((iv4){0, 1, 4, 5})
+#define UNPACK64_HI4 ((iv4){2, 3, 6, 7})
+
+static inline void words4(v4 m[16][4], const u8 *const row[LANES]) {
+    for (int g = 0; g < 4; g++)
+        for (int h = 0; h < 4; h++) {
+            /* Lanes 4g..4g+3, words 4h..4h+3 of each. */
+            v4 r[4], s[4];
+            for (int i = 0; i < 4; i++)
+                __builtin_memcpy(&r[i], row[4 * g + i] + 16 * h, sizeof r[i]);
+            s[0] = __builtin_shuffle(r[0], r[1], UNPACK32_LO4);
+            s[1] = __builtin_shuffle(r[0], r[1], UNPACK32_HI4);
+            s[2] = __builtin_shuffle(r[2], r[3], UNPACK32_LO4);
+            s[3] = __builtin_shuffle(r[2], r[3], UNPACK32_HI4);
+            m[4 * h][g] = __builtin_shuffle(s[0], s[2], UNPACK64_LO4);
+            m[4 * h + 1][g] = __builtin_shuffle(s[0], s[2], UNPACK64_HI4);
+            m[4 * h + 2][g] = __builtin_shuffle(s[1], s[3], UNPACK64_LO4);
+            m[4 * h + 3][g] = __builtin_shuffle(s[1], s[3], UNPACK64_HI4);
+        }
+}
+
+/* An empty asm that claims to change its operand, in a vector register: GCC then
+ * cannot reassociate the sum across it (below). */
+#if defined(__x86_64__)
+#define OPAQUE(x) __asm__("" : "+v"(x))
+#elif defined(__aarch64__)
+#define OPAQUE(x) __asm__("" : "+w"(x))
+#else
+#define OPAQUE(x) ((void)0)
+#endif
+#define OPAQUE_POINTER(p) __asm__("" : "+r"(p))
+
+#define MD5X16_ARGS u32 state[64], const u8 *const data[LANES], const u32 nblocks[LANES]
+typedef void md5x16_fn(MD5X16_ARGS);
+
+#ifdef DISPATCH
+#define VARIANT md5x16_avx512
+#define VARIANT_TARGET __attribute__((target("avx512f")))
+#define V v16
+#define W 16
+#define WORDS words16
+#include "_md5x16_body.h"
+
+#define VARIANT md5x16_avx2
+#define VARIANT_TARGET __attribute__((target("avx2")))
+#define V v8
+#define W 8
+#define WORDS words8
+#include "_md5x16_body.h"
+
+#define VARIANT md5x16_sse2
+#define VARIANT_TARGET
+#define V v4
+#define W 4
+#define WORDS words4
+#include "_md5x16_body.h"
+
+/* Run by the dynamic loader when it binds md5x16 (before constructors, so the
+ * CPU model is initialised here; libgcc provides it). */
+static md5x16_fn *md5x16_pick(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return md5x16_avx512;
+    if (__builtin_cpu_supports("avx2")) return md5x16_avx2;
+    return md5x16_sse2;
+}
+void md5x16(MD5X16_ARGS) __attribute__((ifunc("md5x16_pick")));
+#else
+#define VARIANT md5x16_native
+#define VARIANT_TARGET
+#if defined(__AVX512F__)
+#define V v16
+#define W 16
+#define WORDS words16
+#elif defined(__AVX2__)
+#define V v8
+#define W 8
+#define WORDS words8
+#else
+#define V v4
+#define W 4
+#define WORDS words4
+#endif
+#include "_md5x16_body.h"
+void md5x16(MD5X16_ARGS) { md5x16_native(state, data, nblocks); }
+#endif
 
 typedef void *(*mmap_fn)(void *addr, size_t n, int prot, int flags, int fd, long offset);
 typedef int (*munmap_fn)(void *addr, size_t n);
