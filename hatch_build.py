@@ -6,8 +6,8 @@ The sources are ``_md5x16.c`` (MD5 of 16 messages at once, for multipart ETags),
 library links against nothing and needs no Python headers; storage-init loads it
 with ctypes, so one build serves every Python version and the wheel is tagged
 ``py3-none-<platform>``. Without a C compiler the wheel stays pure Python:
-multipart ETags are hashed with hashlib (3.3-3.7x with SSE2 or AVX2, 12x with
-AVX-512, more CPU time: benchmarks/kernels.py), CRCs come from awscrt and zlib, and
+multipart ETags are hashed with hashlib (2-6x the CPU time with SSE2 or AVX2,
+12x with AVX-512: benchmarks/kernels.py), CRCs come from awscrt and zlib, and
 bodies are received by Python's loop.
 
 Environment:
@@ -42,8 +42,8 @@ FLAGS = ["-O3", "-fPIC", "-shared", "-nostdlib", "-s", "-Wall", "-Wno-psabi"]
 def compile_library(root: Path, output: Path) -> str | None:
     """Compile the library; return why it failed, or None."""
     cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
-    # libgcc provides the CPU detection behind target_clones; clang builds (no
-    # target_clones) do not need it.
+    # libgcc provides the CPU detection behind the MD5 kernel's ifunc; clang builds
+    # (one variant, for the compiler's flags) do not need it.
     cmd = [*cc, *FLAGS, "-o", str(output), *(str(root / s) for s in SOURCES)]
     for extra in (["-lgcc"], []):
         try:

@@ -3,8 +3,8 @@
     .venv/bin/python -m benchmarks.kernels [--mib 256] [--runs 5] [--out DIR]
 
 - MD5 of 16 spans of a file (multipart parts), mapped from the page cache and
-  hashed by `_md5lanes.md5_spans`, for each x86-64 variant that target_clones
-  chooses from (each built alone with gcc, as the tests do), against hashlib over
+  hashed by `_md5lanes.md5_spans`, for each x86-64 variant the loader
+  picks from (each built alone with gcc, as the tests do), against hashlib over
   the same bytes in memory.
 - CRC-64/NVME, CRC-32C and CRC-32 over bytes in memory, for each path of
   `_crcfold.c` (VPCLMULQDQ, PCLMULQDQ, table; via ``crc_limit``), against awscrt

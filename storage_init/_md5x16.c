@@ -54,7 +54,8 @@ typedef __SIZE_TYPE__ size_t;
 #define LANES 16
 
 /* Where GCC builds for x86-64, md5x16 is an indirect function: the loader picks
- * the variant for the CPU (AVX-512, AVX2 or SSE2) once, as target_clones would.
+ * the variant for the CPU (AVX-512, AVX2 or SSE2) once. Not target_clones: the
+ * variants differ in source (their transposition), not only in flags.
  * MD5X16_NO_CLONES: one variant, for the flags given (the tests build each). */
 #if defined(__x86_64__) && !defined(__clang__) && !defined(MD5X16_NO_CLONES)
 #define DISPATCH 1

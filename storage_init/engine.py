@@ -38,9 +38,10 @@ Shape of one run, for any number of source/destination pairs::
   file reads each range back from the page cache once it is written, in order.
 - The part MD5s of a multipart ETag are independent messages: once 16 parts have
   landed (or the last ones), a thread hashes them together from the page cache
-  (mapped, not copied), one per SIMD lane (`_md5lanes`: ~0.2 CPU seconds per GiB,
-  against ~1.9 with hashlib; `benchmarks/kernels.py`). Without the compiled
-  kernel, the receiving threads hash their parts with hashlib as chunks arrive.
+  (mapped, not copied), one per SIMD lane (`_md5lanes`: 0.16-0.4 CPU seconds per
+  GiB with AVX-512 or AVX2, against ~1.9 with hashlib; `benchmarks/kernels.py`).
+  Without the compiled kernel, the receiving threads hash their parts with
+  hashlib as chunks arrive.
 - A file is verified after its last byte is written and hashed, then renamed into
   place. Temp files of files that did not finish are deleted when the run ends,
   whatever the reason, after every thread has returned: a cancelled request's
