@@ -50,10 +50,8 @@ LANES = 16
 #: in 0.17.
 STEP = 1024 * 1024
 
-#: `LaneHasher.advance` hashes a span that has not landed whole only once this
-#: much of it waits: so that a call finds many lanes with work (it costs as much
-#: with one busy lane as with 16), and what is left after a span's last byte
-#: lands is at most this much plus the last step.
+#: Unless eager, `LaneHasher.advance` waits until 16 spans have at least this much
+#: landed and not hashed: a call costs as much with one busy lane as with 16.
 MIN_STEP = 4 * 1024 * 1024
 _IV = (0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476)
 #: Bytes per lane of the buffer for the last blocks, padded.
@@ -144,26 +142,19 @@ class LaneHasher:
         spans: ``(fd, offset, length)`` per message; they may overlap.
         kernel: another build of the kernel (tests: each CPU variant); default
             the package's.
-        min_step: bytes a span that has not landed whole must have waiting
-            before it is hashed (`MIN_STEP`).
 
     Raises:
         RuntimeError: the kernel is not `available`.
     """
 
     def __init__(
-        self,
-        spans: Sequence[tuple[int, int, int]],
-        *,
-        kernel: _Kernel | None = None,
-        min_step: int = MIN_STEP,
+        self, spans: Sequence[tuple[int, int, int]], *, kernel: _Kernel | None = None
     ) -> None:
         kernel = kernel or _kernel()
         if kernel is None:
             msg = f"the MD5 kernel {LIBRARY.name} is not built"
             raise RuntimeError(msg)
         self._kernel = kernel
-        self._min_step = min_step
         self._spans = [_Span(fd, start, n, pos=start) for fd, start, n in spans]
         self._open = list(range(len(self._spans)))
         #: Set when a file could not be mapped: hashlib from then on.
@@ -205,11 +196,10 @@ class LaneHasher:
         Args:
             landed: per span, the offset up to which its file holds its bytes
                 (clamped to the span; bytes before it must not change).
-            eager: every span's bytes are on their way: hash as soon as every
-                open span (up to 16) has landed whole or has `min_step` bytes to
-                go, so that little is left once the last byte lands. Otherwise
-                only when 16 of them have. Each call gives its lanes the same
-                number of bytes, so that none idles while others finish.
+            eager: hash all there is: the last bytes are on their way, and time
+                matters more than CPU. Otherwise only while 16 spans each have
+                `MIN_STEP` bytes or more to go, the same number each, so that no
+                lane idles (a call costs as much with one busy lane as with 16).
 
         Raises:
             IntegrityError: a file ends before a span's landed bytes do.
@@ -233,11 +223,13 @@ class LaneHasher:
             span = self._spans[i]
             top = min(max(landed[i], span.pos), span.end)
             ahead = top - span.pos
-            if top == span.end or ahead >= self._min_step:
+            if top == span.end or ahead >= (64 if eager else MIN_STEP):
                 ready.append((ahead, i, top))
         ready.sort(key=lambda r: (-r[0], r[1]))
         ready = ready[:LANES]
-        if not ready or len(ready) < (min(LANES, len(self._open)) if eager else LANES):
+        if eager:
+            return [i for _, i, _ in ready], [top for _, _, top in ready]
+        if len(ready) < LANES:
             return [], []
         # The same number of bytes for every lane: whole blocks of the smallest;
         # a span that has landed whole and would be left with less than a block

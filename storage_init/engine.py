@@ -66,7 +66,7 @@ from ._local import (
     process_age,
     sweep_partials,
 )
-from ._md5lanes import LANES, MIN_STEP
+from ._md5lanes import LANES
 from ._md5lanes import available as md5_lanes_available
 from ._paths import is_selected, safe_relative
 from ._plan import ByteRange, plan_ranges
@@ -114,24 +114,42 @@ log = logging.getLogger(__name__)
 INLINE_HASH_LIMIT = 1024 * 1024
 
 
-#: How often the parts of a multipart-ETag file are looked at while they land
-#: (`Engine._hash_in_lanes`), and how many bytes must have landed since the last
-#: call before one is worth a thread while ranges still wait to be requested: 16
-#: lanes' worth of `MIN_STEP`.
-PART_HASH_POLL = 0.02
-PART_HASH_BATCH = LANES * MIN_STEP
-
-#: Bytes a range's native receive takes per call when its parts are hashed in
-#: lanes: its offset, which the hasher follows, moves that often (a call costs a
-#: GIL hand-off, ~1 per 8 MiB here).
-PART_LANDING_STEP = 8 * 1024 * 1024
-
 #: Files queued for the lane or in its workers' hands, at most. They hold no file
 #: open and no task until a worker takes them, so there can be many more than the
 #: per-file path's open files: the listing runs ahead and results come back in
 #: bigger batches. (1000 files of 100 KiB, by hand, 4 alternating runs: 1.27 s
 #: median with 256, 1.33 s with 16, as many as the per-file path's.)
 LANE_WINDOW = 256
+
+
+def _fill_lanes(ranges: Sequence[ByteRange], ready: list[int]) -> list[int]:
+    """The first of `ready`, as many as fill whole calls of `LANES` parts.
+
+    A 17th part would make a call of its own, as costly as one of 16; it waits for
+    the next batch instead. At least one range is taken.
+    """
+    counts = [len(ranges[i].segments) or 1 for i in ready]
+    limit = sum(counts) // LANES * LANES
+    taken: list[int] = []
+    parts = 0
+    for index, count in zip(ready, counts, strict=True):
+        if taken and parts + count > limit:
+            break
+        taken.append(index)
+        parts += count
+    return taken
+
+
+async def _first_of(*events: anyio.Event) -> None:
+    """Return once any of `events` is set."""
+    async with anyio.create_task_group() as tg:
+
+        async def wait(event: anyio.Event) -> None:
+            await event.wait()
+            tg.cancel_scope.cancel()
+
+        for event in events:
+            tg.start_soon(wait, event)
 
 
 async def _acquire(semaphore: anyio.Semaphore) -> None:
@@ -812,44 +830,41 @@ class Engine:
                 )
 
     async def _hash_in_lanes(self, job: _Job, digest: FileDigest) -> None:
-        """MD5 the parts of a multipart-ETag file from disk as they land, 16 at once.
+        """MD5 the parts of a multipart-ETag file from disk, 16 at a time.
 
-        A kernel call costs the same whether 1 or 16 of its lanes are busy (MD5 is
-        a chain of dependent steps, so the vector's width is free), and one lane
-        takes as long over a 50 MB part as 16 lanes over 16 parts. So while ranges
-        wait to be requested, parts are hashed only when 16 of them have enough
-        landed, the same share each (`LaneHasher.advance`); once every range is on
-        its way, whatever has landed is hashed, so that the parts in flight are
-        hashed as they arrive and little is left after the last byte. Received
-        natively, a range's offset moves every `PART_LANDING_STEP` bytes. (2 x 1
-        GiB model, 21 parts of 50 MB each, by hand: 0.44 s from the second file's
-        last byte to the end of its hashing when parts were hashed only whole, 16
-        or the rest at a time.)
+        A call costs the same whether 1 or 16 of its lanes hold a part (MD5 is a
+        chain of dependent steps, so the vector's width is free), so parts wait
+        on disk until 16 have landed, or until the rest of the file is in flight:
+        those that landed are hashed while the last ones arrive, which leaves one
+        call after the file's last byte, not two. A file of 21 parts of 50 MB
+        hashes in two calls, not in one per part as they land. (2 x 1 GiB model,
+        by hand: 0.23-0.24 s from the last byte to the end of the run before,
+        when the second file's first 16 parts landed near the end too.)
         """
         assert job.temp is not None
-        fd = job.temp.fd
-        last: int | None = None  # the offsets' sum at the last call
-        while True:
-            eager = job.queued_none.is_set()
-            landed = sum(job.offsets)
-            if last is None or (
-                landed != last if eager else landed - last >= PART_HASH_BATCH
-            ):
-                last = landed
-                if await anyio.to_thread.run_sync(
-                    functools.partial(
-                        digest.hash_landed, fd, list(job.offsets), eager=eager
-                    ),
-                    limiter=self._io,
-                ):
-                    return
-            if eager:
-                await anyio.sleep(PART_HASH_POLL)
-                continue
-            with anyio.move_on_after(PART_HASH_POLL):
-                await job.queued_none.wait()
-            if job.queued_none.is_set():
-                last = None
+        waiting = list(range(len(job.ranges)))
+        early = True  # once: the parts in flight then are hashed in one last call
+        while waiting:
+            while True:
+                ready = [i for i in waiting if job.landed[i].is_set()]
+                parts = sum(len(job.ranges[i].segments) or 1 for i in ready)
+                if len(ready) == len(waiting):
+                    break
+                if parts >= LANES:
+                    ready = _fill_lanes(job.ranges, ready)
+                    break
+                if early and ready and job.queued_none.is_set():
+                    early = False
+                    break
+                unlanded = next(i for i in waiting if not job.landed[i].is_set())
+                if early and ready:
+                    await _first_of(job.landed[unlanded], job.queued_none)
+                else:
+                    await job.landed[unlanded].wait()
+            waiting = [i for i in waiting if i not in ready]
+            await anyio.to_thread.run_sync(
+                digest.hash_written_parts, job.temp.fd, ready, limiter=self._io
+            )
 
     async def _adopt_response(self, job: _Job, got: ObjectInfo | None) -> None:
         """Pick the file's check from the first response of a whole-object GET."""
@@ -1016,8 +1031,6 @@ class Engine:
                 break
             kind, crc = native
             room = digest.ranges[index].room or end - offset
-            if digest.lanes:
-                room = min(room, PART_LANDING_STEP)
             run = FileRun(
                 temp.final, temp.fd, offset, kind, crc, mutex=temp.write_mutex
             )

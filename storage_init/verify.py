@@ -18,8 +18,8 @@ here, and only runs in order. In order of preference:
 which nothing but the size is known. CRCs are computed inline as bytes are written
 (`RangeDigest`); MD5 and SHA-256 by a thread reading the written ranges back in order
 (`FileDigest.hash_written_range`), which keeps them off the event loop; the part MD5s
-of a multipart ETag 16 at a time by the multi-lane kernel as they land
-(`FileDigest.hash_landed`), or else as the receiving threads write them.
+of a multipart ETag 16 at a time by the multi-lane kernel
+(`FileDigest.hash_written_parts`), or else as the receiving threads write them.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._crc import CRC_ALGORITHMS, CrcAlgorithm, crc_algorithm
-from ._md5lanes import LaneHasher
+from ._md5lanes import md5_spans
 from .errors import IntegrityError
 from .models import ObjectInfo, VerifyMode
 
@@ -285,7 +285,7 @@ class FileDigest:
         small = len(ranges) == 1 and ranges[0].length <= inline_limit
         self.inline = ordered and small
         self.deferred = ordered and not small
-        #: Segment MD5s are left to `hash_landed` (the multi-lane kernel).
+        #: Segment MD5s are left to `hash_written_parts` (the multi-lane kernel).
         self.lanes = (
             lanes
             and self.deferred
@@ -306,9 +306,6 @@ class FileDigest:
         #: Per range: its segment MD5s are computed (fed as it was written, or
         #: hashed in lanes).
         self._fed = [False] * len(ranges)
-        #: The lanes' hasher (`hash_landed`), and the range of each of its spans.
-        self._lanes: LaneHasher | None = None
-        self._owners: list[int] = []
 
     def update(
         self, index: int, data: bytes | memoryview, *, threaded: bool = False
@@ -403,45 +400,31 @@ class FileDigest:
                 self._feed(index, view[:n])
             offset += n
 
-    def hash_landed(self, fd: int, offsets: Sequence[int], *, eager: bool) -> bool:
-        """MD5 the segments of every range from `fd` as far as they have landed.
+    def hash_written_parts(self, fd: int, indices: Sequence[int]) -> None:
+        """Read the segments of ranges `indices` back from `fd`; MD5 them in lanes.
 
-        Blocking: run it in a thread, one call at a time. The segments (parts) are
-        independent messages, hashed 16 at a time by `LaneHasher`, which keeps
-        their states between calls: so a file's last parts are hashed while they
-        arrive, not after.
-
-        Args:
-            fd: the file being written, open for reading.
-            offsets: per range, the offset up to which its bytes are written and
-                final (the engine's next byte to fetch).
-            eager: hash all there is (every range is on its way); otherwise only
-                when 16 parts have enough to go (`LaneHasher.advance`).
-
-        Returns whether every segment is hashed: then `verify` may run.
+        Blocking: run it in a thread. Ranges may come in any order and batch; each
+        segment is its own message, 16 hashed at once (`md5_spans`).
 
         Raises:
-            IntegrityError: the file is shorter than what has landed.
+            IntegrityError: the file is shorter than a range.
         """
-        if self._lanes is None:
-            spans, owners = [], []
-            for index, r in enumerate(self.byte_ranges):
-                start = r.start
-                for length in r.segments or (r.length,):
-                    spans.append((fd, start, length))
-                    owners.append(index)
-                    start += length
-            self._lanes = LaneHasher(spans)
-            self._owners = owners
-        landed = [offsets[index] for index in self._owners]
-        if not self._lanes.advance(landed, eager=eager):
-            return False
-        for index in range(len(self.byte_ranges)):
+        spans: list[tuple[int, int]] = []
+        owners: list[int] = []
+        for index in indices:
+            start = self.byte_ranges[index].start
+            for length in self.byte_ranges[index].segments or (
+                self.byte_ranges[index].length,
+            ):
+                spans.append((start, length))
+                owners.append(index)
+                start += length
+        digests = md5_spans(fd, spans)
+        for index in indices:
             self._md5s[index] = []
             self._fed[index] = True
-        for index, md5 in zip(self._owners, self._lanes.digests, strict=True):
+        for index, md5 in zip(owners, digests, strict=True):
             self._md5s[index].append(md5)
-        return True
 
     def verify(self, *, size: int, written: int) -> None:
         """Compare what was computed with what the store said.

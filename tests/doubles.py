@@ -86,14 +86,16 @@ class SlowBackend(MemoryBackend):
             yield _Slow()
 
 
-class PausedBackend(MemoryBackend):
-    """A MemoryBackend whose bodies from byte `paused_from` on send their first
-    `sent` bytes, then wait for `until` before the rest (never more than 5 s)."""
+class HeldBackend(MemoryBackend):
+    """A MemoryBackend whose bodies from byte `held_from` on wait for `until`.
 
-    def __init__(self, paused_from: int, sent: int, until: anyio.Event) -> None:
+    Their requests are open (they hold their slots) while they wait, as a slow
+    server's would be.
+    """
+
+    def __init__(self, held_from: int, until: anyio.Event) -> None:
         super().__init__()
-        self.paused_from = paused_from
-        self.sent = sent
+        self.held_from = held_from
         self.until = until
 
     @asynccontextmanager
@@ -101,22 +103,7 @@ class PausedBackend(MemoryBackend):
         self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool
     ) -> AsyncIterator[Any]:
         async with super().open_range(bucket, info, start, end, whole=whole) as body:
-            if start < self.paused_from:
-                yield body
-                return
-            left, until = self.sent, self.until
-
-            class _Paused:
-                info = body.info
-
-                async def read(self, size_hint: int) -> bytes:
-                    nonlocal left
-                    if left <= 0:
-                        with anyio.move_on_after(5):
-                            await until.wait()
-                        return await body.read(size_hint)
-                    data = await body.read(min(size_hint, left))
-                    left -= len(data)
-                    return data
-
-            yield _Paused()
+            if start >= self.held_from:
+                with anyio.move_on_after(5):  # never forever, whatever the engine
+                    await self.until.wait()
+            yield body

@@ -20,14 +20,15 @@ from storage_init import (
     download,
     download_many,
 )
+from storage_init._plan import ByteRange
 from storage_init.backends.memory import MemoryBackend
+from storage_init.engine import _fill_lanes
 from storage_init.manifest import MANIFEST_NAME
 from storage_init.models import MiB, TransferStats
 from storage_init.verify import FileDigest
-from tests.doubles import FlakyBackend, PausedBackend, SlowBackend
+from tests.doubles import FlakyBackend, HeldBackend, SlowBackend
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
     from pathlib import Path
 
 SMALL = StorageConfig(
@@ -180,42 +181,39 @@ class TestTransfer:
         assert (tmp_path / "big.bin").read_bytes() == data
         assert report.files[0].verification == "multipart-etag"
 
-    async def test_parts_in_flight_are_hashed_as_they_arrive(
+    async def test_parts_landed_are_hashed_while_the_last_arrive(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """Once every range is requested, the parts in flight are hashed as their
-        bytes land: the last part, paused after 6 MiB (more than `MIN_STEP`), is
-        hashed that far before the server sends the rest (it sends it only then)."""
+        """Once every range is requested, the parts that landed are hashed while
+        the ranges in flight arrive: one call is left after the last byte."""
         monkeypatch.setattr("storage_init.engine.md5_lanes_available", lambda: True)
-        resumed = anyio.Event()
-        hashed_while_paused: list[int] = []
-        hash_landed = FileDigest.hash_landed
+        calls: list[list[int]] = []
+        first_call = anyio.Event()
+        hash_parts = FileDigest.hash_written_parts
 
-        def hash_and_watch(
-            self: FileDigest, fd: int, offsets: Sequence[int], *, eager: bool
-        ) -> bool:
-            done = hash_landed(self, fd, offsets, eager=eager)
-            assert self._lanes is not None
-            last = self._lanes.hashed[-1]
-            if not resumed.is_set() and last >= 6 * MiB:
-                hashed_while_paused.append(last)
-                anyio.from_thread.run_sync(resumed.set)
-            return done
+        def hash_written_parts(self: FileDigest, fd: int, ready: list[int]) -> None:
+            calls.append(list(ready))
+            anyio.from_thread.run_sync(first_call.set)
+            hash_parts(self, fd, ready)
 
-        monkeypatch.setattr(FileDigest, "hash_landed", hash_and_watch)
-        data = os.urandom(80 * MiB)  # 8 ranges of one 10 MiB part each
-        store = PausedBackend(paused_from=70 * MiB, sent=6 * MiB, until=resumed)
-        store.put("b", "big.bin", data, part_size=10 * MiB)
-        with anyio.fail_after(4):  # the double would resume by itself after 5 s
+        monkeypatch.setattr(FileDigest, "hash_written_parts", hash_written_parts)
+        data = os.urandom(60 * MiB)  # 12 ranges of one 5 MiB part each
+        store = HeldBackend(held_from=50 * MiB, until=first_call)
+        store.put("b", "big.bin", data, part_size=5 * MiB)
+        with anyio.fail_after(10):
             report = await download(
                 "memory://b/big.bin",
                 tmp_path,
-                config=_config(part_size=10 * MiB),
+                config=_config(),
                 backends={"memory": store},
             )
         assert report.files[0].verification == "multipart-etag"
-        assert (tmp_path / "big.bin").read_bytes() == data
-        assert hashed_while_paused == [6 * MiB]
+        # The first call came before the held ranges were let go (it let them
+        # go); the second has everything else.
+        early, last = calls
+        assert early
+        assert max(early) < 10
+        assert sorted(early + last) == list(range(12))
 
     async def test_small_multipart_object(self, tmp_path: Path) -> None:
         """A small object uploaded in parts is fetched whole and checked by parts."""
@@ -375,3 +373,21 @@ class TestTransfer:
                 backends={"memory": store},
             )
             assert report.files[0].verification == label
+
+
+class TestFillLanes:
+    @pytest.mark.parametrize(
+        ("counts", "taken"),
+        [
+            pytest.param([1] * 17, 16, id="seventeenth-waits"),
+            pytest.param([1] * 32, 32, id="two-calls"),
+            pytest.param([5, 5, 5, 5], 3, id="whole-ranges-within-16"),
+            pytest.param([20], 1, id="one-range-of-more-than-16"),
+            pytest.param([4] * 8, 8, id="exactly-32"),
+        ],
+    )
+    def test_whole_calls(self, counts: list[int], taken: int) -> None:
+        """The batch is the longest prefix of ready ranges that fills whole calls
+        of 16 parts (at least one range)."""
+        ranges = [ByteRange(0, n, (1,) * n) for n in counts]
+        assert _fill_lanes(ranges, list(range(len(counts)))) == list(range(taken))
