@@ -24,29 +24,23 @@
  *              message's last call). A lane with nblocks[j] == 0 is left
  *              unchanged and its pointer is never read.
  *
- *   int md5x16_mapped(const struct mapper *io, const int fd[16],
- *                     uint32_t state[64], uint64_t pos[16], const uint64_t stop[16],
- *                     const uint64_t end[16], const uint64_t length[16],
- *                     uint32_t active, uint8_t pad[16 * 128], uint64_t window,
- *                     uint32_t *failed);
- *     Advances the messages of the lanes in `active` (a bit mask). Lane j's is
- *     the span of file fd[j] that ends at end[j] and is length[j] bytes long (for
- *     its padding); pos[j] is its next byte. Each lane hashes from pos[j] up to
- *     stop[j] (pos[j] <= stop[j] <= end[j]), whole blocks only while stop[j] <
- *     end[j]: so a message can be advanced as its bytes land, its state kept
- *     between calls. `window` bytes (a multiple of 64) per lane at a time, until
- *     a lane's message is complete or every lane has reached its stop, so that
- *     one call (one GIL release) does the work of many. The bytes are read
- *     through read-only maps of the files, not copied: hashing 16 x 50 MiB from
- *     the page cache took (by hand) 0.12-0.15 s this way against 0.24 s with
- *     pread into a buffer (half of it the kernel's copy). `io` holds libc's mmap
- *     and munmap, passed in so that this library links against nothing, and the
- *     page size. Offsets are 64-bit (LP64). The files must hold every span up to
- *     its stop: a map past a file's end faults (SIGBUS) when read.
+ *   int md5x16_mapped(const struct mapper *io, int fd, uint32_t state[64],
+ *                     uint64_t pos[16], const uint64_t end[16],
+ *                     const uint64_t length[16], uint32_t active,
+ *                     uint8_t pad[16 * 128], uint64_t window, uint32_t *failed);
+ *     Hashes the file spans of the lanes in `active` (a bit mask), each lane's
+ *     next `window` bytes (a multiple of 64) from pos[j] up to end[j] at a time,
+ *     until a lane's message is complete, so that one call (one GIL release) does
+ *     the work of many. The bytes are read through read-only maps of the file,
+ *     not copied: hashing 16 x 50 MiB from the page cache took (by hand) 0.12-0.15 s
+ *     this way against 0.24 s with pread into a buffer (half of it the kernel's
+ *     copy). `length[j]` is the message's whole length, for its padding.
+ *     `io` holds libc's mmap and munmap, passed in so that this library links
+ *     against nothing, and the page size. Offsets are 64-bit (LP64). The file
+ *     must hold every span: a map past its end faults (SIGBUS) when read.
  *     Returns the mask of lanes whose message is complete (their digest is in
- *     `state`), 0 once no active lane can go further, or -1 when a map failed:
- *     *failed is then the lane; pos[] and the states agree (bytes before pos[j]
- *     are hashed), but the caller cannot go on without maps.
+ *     `state`), 0 if none is active, or -1 when a map failed: *failed is then
+ *     the lane, and the lanes' states are partial (the caller starts over).
  */
 
 typedef __UINT8_TYPE__ u8;
@@ -276,33 +270,29 @@ static void put_u64_le(u8 *p, __UINT64_TYPE__ v) {
     for (int i = 0; i < 8; i++) p[i] = (u8)(v >> (8 * i));
 }
 
-int md5x16_mapped(const struct mapper *io, const int fd[LANES], u32 state[64],
-                  __UINT64_TYPE__ pos[LANES], const __UINT64_TYPE__ stop[LANES],
-                  const __UINT64_TYPE__ end[LANES], const __UINT64_TYPE__ length[LANES],
-                  u32 active, u8 *pad, __UINT64_TYPE__ window, u32 *failed) {
+int md5x16_mapped(const struct mapper *io, int fd, u32 state[64],
+                  __UINT64_TYPE__ pos[LANES], const __UINT64_TYPE__ end[LANES],
+                  const __UINT64_TYPE__ length[LANES], u32 active, u8 *pad,
+                  __UINT64_TYPE__ window, u32 *failed) {
+    if (!active) return 0;
     const u8 *data[LANES];
     u32 nblocks[LANES];
     u8 *maps[LANES];
     size_t sizes[LANES];
-    __UINT64_TYPE__ step[LANES];
     for (;;) {
-        u32 done = 0, moved = 0;
+        u32 done = 0;
         for (int j = 0; j < LANES; j++) {
             nblocks[j] = 0;
             data[j] = pad;
             maps[j] = 0;
-            step[j] = 0;
             if (!(active >> j & 1)) continue;
-            __UINT64_TYPE__ left = stop[j] - pos[j];
-            int last = stop[j] == end[j];
-            if (!last) left -= left % 64; /* whole blocks until the message ends */
+            __UINT64_TYPE__ left = end[j] - pos[j];
             __UINT64_TYPE__ n = left < window ? left : window;
-            if (last && n == left) done |= 1u << j;
-            if (n == 0) continue; /* at its stop, or an empty message: padding only */
-            moved = 1;
+            if (n == left) done |= 1u << j;
+            if (n == 0) continue; /* an empty message: padding only */
             __UINT64_TYPE__ base = pos[j] - pos[j] % io->page;
             size_t size = (size_t)(pos[j] - base + n);
-            u8 *map = io->mmap(0, size, PROT_READ, MAP_SHARED, fd[j], (long)base);
+            u8 *map = io->mmap(0, size, PROT_READ, MAP_SHARED, fd, (long)base);
             if (map == MAP_FAILED) {
                 for (int i = 0; i < j; i++)
                     if (maps[i]) io->munmap(maps[i], sizes[i]);
@@ -313,9 +303,7 @@ int md5x16_mapped(const struct mapper *io, const int fd[LANES], u32 state[64],
             sizes[j] = size;
             data[j] = map + (pos[j] - base);
             nblocks[j] = (u32)(n / 64);
-            step[j] = n;
         }
-        if (!done && !moved) return 0;
         md5x16(state, data, nblocks);
         if (done) {
             /* The last bytes of the finished lanes, then 0x80, zeros to 56 mod 64
@@ -323,8 +311,8 @@ int md5x16_mapped(const struct mapper *io, const int fd[LANES], u32 state[64],
             for (int j = 0; j < LANES; j++) {
                 nblocks[j] = 0;
                 if (!(done >> j & 1)) continue;
-                u32 tail = (u32)(step[j] % 64);
-                const u8 *from = data[j] + (size_t)(step[j] - tail);
+                u32 tail = (u32)((end[j] - pos[j]) % 64);
+                const u8 *from = data[j] + (size_t)(end[j] - pos[j] - tail);
                 /* (data[j] is the map here unless the message is empty) */
                 u8 *lane = pad + (size_t)j * 128;
                 for (u32 i = 0; i < tail; i++) lane[i] = from[i];
@@ -339,7 +327,10 @@ int md5x16_mapped(const struct mapper *io, const int fd[LANES], u32 state[64],
         }
         for (int j = 0; j < LANES; j++) {
             if (maps[j]) io->munmap(maps[j], sizes[j]);
-            pos[j] += step[j];
+            if (active >> j & 1) {
+                __UINT64_TYPE__ left = end[j] - pos[j];
+                pos[j] += left < window ? left : window;
+            }
         }
         if (done) return (int)done;
     }

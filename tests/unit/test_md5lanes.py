@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import itertools
 import os
 import shutil
 import subprocess
@@ -13,14 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from storage_init import _md5lanes
-from storage_init._md5lanes import (
-    MIN_STEP,
-    STEP,
-    LaneHasher,
-    _Kernel,
-    available,
-    md5_spans,
-)
+from storage_init._md5lanes import STEP, _Kernel, available, md5_spans
 from storage_init._native import library
 from storage_init.errors import IntegrityError
 
@@ -29,7 +21,6 @@ EDGES = [0, 1, 55, 56, 63, 64, 65, 119, 120, 128, STEP - 1, STEP, STEP + 1]
 
 
 def _file(tmp_path: Path, data: bytes) -> int:
-    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "data"
     path.write_bytes(data)
     return os.open(path, os.O_RDONLY)
@@ -143,116 +134,6 @@ class TestKernel:
         assert not _md5lanes.available()
         with pytest.raises(RuntimeError, match="not built"):
             md5_spans(0, [(0, 1)])
-
-
-class TestLaneHasher:
-    """Spans advanced as their bytes land, their states kept between calls."""
-
-    @given(
-        lengths=st.lists(st.integers(0, 5000), min_size=1, max_size=40),
-        landings=st.lists(
-            st.lists(st.floats(0, 1), min_size=40, max_size=40), max_size=6
-        ),
-    )
-    @settings(max_examples=60, deadline=None)
-    def test_any_landing_order(
-        self,
-        tmp_path_factory: pytest.TempPathFactory,
-        lengths: list[int],
-        landings: list[list[float]],
-    ) -> None:
-        """Advanced eagerly through any rising landed offsets, then to the ends."""
-        data = os.urandom(sum(lengths) + 64)
-        starts = list(itertools.accumulate([0, *lengths[:-1]]))
-        spans = list(zip(starts, lengths, strict=True))
-        fd = _file(tmp_path_factory.mktemp("h"), data)
-        try:
-            hasher = LaneHasher([(fd, o, n) for o, n in spans])
-            landed = list(starts)
-            for fractions in landings:
-                landed = [
-                    max(was, o + int(n * f))
-                    for was, (o, n), f in zip(landed, spans, fractions, strict=False)
-                ]
-                hasher.advance(landed, eager=True)
-                # Whole blocks only, never past what landed, until a span ends.
-                for (o, n), got, top in zip(spans, hasher.hashed, landed, strict=True):
-                    assert got <= top - o
-                    assert got == n or got % 64 == 0
-            assert hasher.advance([o + n for o, n in spans], eager=True)
-            assert hasher.digests == _expected(data, spans)
-        finally:
-            os.close(fd)
-
-    def test_patient_waits_for_sixteen(self, tmp_path: Path) -> None:
-        """Not eager, it hashes only when 16 spans have MIN_STEP bytes to go each,
-        and then the same number of bytes in every lane."""
-        size = 2 * MIN_STEP
-        data = os.urandom(20 * size)
-        spans = [(i * size, size) for i in range(20)]
-        fd = _file(tmp_path, data)
-        try:
-            hasher = LaneHasher([(fd, o, n) for o, n in spans])
-            # 15 spans with plenty, 5 with too little: nothing to do yet.
-            landed = [o + (size if i < 15 else MIN_STEP - 64) for i, (o, _) in
-                      enumerate(spans)]  # fmt: skip
-            assert not hasher.advance(landed, eager=False)
-            assert hasher.hashed == [0] * 20
-            # A 16th: sixteen lanes move by the 16th's share (whole blocks).
-            landed[15] = spans[15][0] + MIN_STEP + 100
-            assert not hasher.advance(landed, eager=False)
-            share = MIN_STEP + 64
-            assert sorted(hasher.hashed, reverse=True)[:16] == [share] * 16
-            assert hasher.hashed[15] == share
-            assert sum(hasher.hashed) == 16 * share
-            # The rest, eagerly once all has landed.
-            assert hasher.advance([o + n for o, n in spans], eager=True)
-            assert hasher.digests == _expected(data, spans)
-        finally:
-            os.close(fd)
-
-    def test_patient_finishes_what_landed(self, tmp_path: Path) -> None:
-        """16 spans that landed whole count as 16, however short: the same whole
-        blocks for each, and those left with less than a block are finished."""
-        data = os.urandom(16 * 1000 + 77)
-        spans = [(i * 1000, 1000 + 77 * (i == 15)) for i in range(16)]
-        fd = _file(tmp_path, data)
-        try:
-            hasher = LaneHasher([(fd, o, n) for o, n in spans])
-            assert not hasher.advance([o + n for o, n in spans], eager=False)
-            assert hasher.hashed == [1000] * 15 + [960]  # 1077 - 960 > a block
-            assert hasher.advance([o + n for o, n in spans], eager=True)
-            assert hasher.digests == _expected(data, spans)
-        finally:
-            os.close(fd)
-
-    def test_spans_of_several_files(self, tmp_path: Path) -> None:
-        """One hasher, spans of two files in the same calls."""
-        one, two = os.urandom(3000), os.urandom(5000)
-        fds = [_file(tmp_path / "a", one), _file(tmp_path / "b", two)]
-        try:
-            spans = [(fds[i % 2], i * 50, 1000 + i) for i in range(20)]
-            hasher = LaneHasher(spans)
-            assert hasher.advance([o + n for _, o, n in spans], eager=True)
-            expected = [
-                hashlib.md5((one, two)[i % 2][o : o + n]).digest()
-                for i, (_, o, n) in enumerate(spans)
-            ]
-            assert hasher.digests == expected
-        finally:
-            for fd in fds:
-                os.close(fd)
-
-    def test_digests_before_done(self, tmp_path: Path) -> None:
-        """Asking for the digests early is an error, not a list of blanks."""
-        fd = _file(tmp_path, b"x" * 100)
-        try:
-            hasher = LaneHasher([(fd, 0, 100)])
-            assert not hasher.advance([50], eager=True)
-            with pytest.raises(RuntimeError, match="1 spans not hashed"):
-                _ = hasher.digests
-        finally:
-            os.close(fd)
 
 
 #: Each x86-64 variant the loader picks from (`md5x16_pick`), built alone: this
