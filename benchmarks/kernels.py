@@ -117,6 +117,21 @@ def crc_rows(size: int, runs: int) -> list[tuple[str, float]]:
     return rows
 
 
+def _cpu() -> str:
+    """The CPU's model name and the vector features the kernels choose by."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next(
+        (line.split(":", 1)[1].strip() for line in info.splitlines()
+         if line.startswith("model name")),
+        os.uname().machine,
+    )  # fmt: skip
+    flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
+    have = [
+        f for f in ("avx2", "avx512f", "vpclmulqdq", "sha_ni") if f in flags.split()
+    ]
+    return f"{model} ({', '.join(have) or 'none of AVX2, AVX-512, VPCLMULQDQ'})"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=256, help="bytes per measurement")
@@ -128,6 +143,7 @@ def main() -> int:
         rows = md5_rows(Path(work), size, args.runs) + crc_rows(size, args.runs)
     lines = [
         f"Kernels, {args.mib} MiB per measurement, best of {args.runs}, GiB/s.",
+        f"CPU: {_cpu()}.",
         "",
         "| what | GiB/s |",
         "|---|---|",

@@ -7,17 +7,18 @@
 
 #define NV (LANES / W)
 
-/* a = b + ((a + f(b, c, d) + m[k] + T[t]) <<< s), for every vector. The part of the
- * sum that does not wait for b (`early`) is added first and made opaque: GCC
+/* a = b + ((a + f(b, c, d) + m[k] + T[t]) <<< s), for every vector. The part of
+ * the sum that does not wait for b (`early`) is added first and made opaque: GCC
  * otherwise reassociates it after f, which puts two more additions on the chain
- * from one step to the next (chain2-style test by hand: 8.8 -> 7.1 cycles a step
- * for two interleaved AVX2 vectors). `late` is what waits for b. */
-#define STEP(a, b, c, d, k, s, t, early, late)                  \
-    for (int g = 0; g < NV; g++) {                               \
-        V x_ = a[g] + m[k][g] + kt[t] + (early);              \
-        OPAQUE(x_);                                              \
-        x_ += (late);                                            \
-        a[g] = b[g] + ((x_ << (s)) | (x_ >> (32 - (s))));        \
+ * from one step to the next (a chain of such steps timed by hand, two AVX2
+ * vectors interleaved: 8.8 cycles a step, 7.1 with the sum kept). `late` is the
+ * part that waits for b. */
+#define STEP(a, b, c, d, k, s, t, early, late)              \
+    for (int g = 0; g < NV; g++) {                           \
+        V x_ = a[g] + m[k][g] + kt[t] + (early);             \
+        OPAQUE(x_);                                          \
+        x_ += (late);                                        \
+        a[g] = b[g] + ((x_ << (s)) | (x_ >> (32 - (s))));    \
     }
 
 /* The round functions: F = (b & c) | (~b & d), G = (b & d) | (c & ~d),
