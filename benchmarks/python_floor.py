@@ -9,7 +9,10 @@ per object: sign the GET (storage-init's SigV4), send it, read the head and the 
 manifest, no retries, no resume: a yardstick, not a tool. `--extra-calls` adds that
 many `os.fstat` calls per file, each releasing and retaking the GIL, to see what
 more hand-offs cost. Endpoint and keys come from the AWS_* variables. Time it
-against storage-init with `/usr/bin/time` (the README's "Python floor" figures).
+against storage-init with `/usr/bin/time`, each run into a new directory
+(`benchmarks.measure.fresh_dest`: on ext4 without a journal a directory just
+emptied makes every new file cost more), and mind that the listing imports
+botocore (~0.3 s of CPU that storage-init does not spend).
 """
 
 from __future__ import annotations
