@@ -156,12 +156,22 @@ def receive_to_file(
         run.mutex,
     )
     run.received, run.crc = state[0], state[1]
-    if status == -1:
-        raise OSError(state[2], os.strerror(state[2]))
-    if status == -2:
-        error = OSError(state[2], os.strerror(state[2]))
-        raise local_error(error, run.path) from error
+    _raise_failure(status, state[2], run.path)
     return status == 0
+
+
+def _raise_failure(status: int, errno: int, path: Path) -> None:
+    """Raise what a native call's negative `status` says failed, if it does.
+
+    Raises:
+        OSError: -1, a send or a receive failed (`errno`).
+        LocalIOError: -2, a write to `path` failed.
+    """
+    if status == -1:
+        raise OSError(errno, os.strerror(errno))
+    if status == -2:
+        error = OSError(errno, os.strerror(errno))
+        raise local_error(error, path) from error
 
 
 # A NamedTuple, not a frozen dataclass: defining it at import costs a tenth
@@ -252,11 +262,7 @@ def get_to_file(
         WRITE_PIECE,
         state,
     )
-    if status == -1:
-        raise OSError(state[2], os.strerror(state[2]))
-    if status == -2:
-        error = OSError(state[2], os.strerror(state[2]))
-        raise local_error(error, path) from error
+    _raise_failure(status, state[2], path)
     head = buffer[chunk : chunk + state[3] - 4] if status == DONE else b""
     kind = state[4] - (1 << 64) if state[4] >> 63 else state[4]
     return FileGet(status, head, state[3], state[0], kind, state[1])

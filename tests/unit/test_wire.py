@@ -17,7 +17,7 @@ import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -99,16 +99,13 @@ def _ok(body: bytes, extra: str = "") -> bytes:
 async def test_content_length_reused_connection() -> None:
     """Bodies framed by Content-Length; the connection serves the next request."""
     data = os.urandom(3 << 20)
-    async with scripted(lambda req, n: [_ok(data)[:100], _ok(data)[100:]]) as url:
-        pool = WirePool(buffer_size=256 << 10)
-        try:
-            assert await _body(pool, url + "/a") == data
-            assert await _body(pool, url + "/b") == data
-            assert (
-                len(pool._idle[("http", "127.0.0.1", int(url.rsplit(":", 1)[1]))]) == 1
-            )
-        finally:
-            await pool.aclose()
+    async with (
+        scripted(lambda req, n: [_ok(data)[:100], _ok(data)[100:]]) as url,
+        aclosing(WirePool(buffer_size=256 << 10)) as pool,
+    ):
+        assert await _body(pool, url + "/a") == data
+        assert await _body(pool, url + "/b") == data
+        assert len(pool._idle[("http", "127.0.0.1", int(url.rsplit(":", 1)[1]))]) == 1
 
 
 async def test_request_line_and_headers_sent() -> None:
@@ -119,14 +116,10 @@ async def test_request_line_and_headers_sent() -> None:
         seen.append(request)
         return [_ok(b"x")]
 
-    async with scripted(script) as url:
-        pool = WirePool()
-        try:
-            response = await pool.request(url + "/k%20y?sig=1", {"Range": "bytes=0-0"})
-            assert await response.read_some(10) == b"x"
-            pool.release(response)
-        finally:
-            await pool.aclose()
+    async with scripted(script) as url, aclosing(WirePool()) as pool:
+        response = await pool.request(url + "/k%20y?sig=1", {"Range": "bytes=0-0"})
+        assert await response.read_some(10) == b"x"
+        pool.release(response)
     head = seen[0].decode()
     assert head.startswith("GET /k%20y?sig=1 HTTP/1.1\r\n")
     assert "\r\nRange: bytes=0-0\r\n" in head
@@ -143,40 +136,36 @@ async def test_chunked_body(split: int) -> None:
         wire += f"{len(piece):x};ext=1\r\n".encode() + piece + b"\r\n"
     wire += b"0\r\nX-Trailer: t\r\n\r\n"
     pieces = [wire[i : i + split * 1000] for i in range(0, len(wire), split * 1000)]
-    async with scripted(lambda req, n: pieces) as url:
-        pool = WirePool(buffer_size=64 << 10)
-        try:
-            assert await _body(pool, url, hint=16 << 10) == data
-            assert await _body(pool, url) == data  # reused after the trailer
-        finally:
-            await pool.aclose()
+    async with (
+        scripted(lambda req, n: pieces) as url,
+        aclosing(WirePool(buffer_size=64 << 10)) as pool,
+    ):
+        assert await _body(pool, url, hint=16 << 10) == data
+        assert await _body(pool, url) == data  # reused after the trailer
 
 
 async def test_close_delimited_body() -> None:
     """Without Content-Length or chunking, the body ends with the connection."""
     data = os.urandom(100_000)
-    async with scripted(
-        lambda req, n: [b"HTTP/1.0 200 OK\r\n\r\n", data], close=True
-    ) as url:
-        pool = WirePool()
-        try:
-            assert await _body(pool, url) == data
-            assert not any(pool._idle.values())  # not reusable
-        finally:
-            await pool.aclose()
+    async with (
+        scripted(lambda req, n: [b"HTTP/1.0 200 OK\r\n\r\n", data], close=True) as url,
+        aclosing(WirePool()) as pool,
+    ):
+        assert await _body(pool, url) == data
+        assert not any(pool._idle.values())  # not reusable
 
 
 async def test_truncated_body_is_an_error() -> None:
     """A connection closed before Content-Length bytes is a WireError."""
-    async with scripted(
-        lambda req, n: [b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"], close=True
-    ) as url:
-        pool = WirePool()
-        try:
-            with pytest.raises(WireError):
-                await _body(pool, url)
-        finally:
-            await pool.aclose()
+    async with (
+        scripted(
+            lambda req, n: [b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"],
+            close=True,
+        ) as url,
+        aclosing(WirePool()) as pool,
+    ):
+        with pytest.raises(WireError):
+            await _body(pool, url)
 
 
 @pytest.mark.parametrize(
@@ -193,13 +182,12 @@ async def test_truncated_body_is_an_error() -> None:
     ],
 )
 async def test_malformed_heads_are_refused(head: bytes) -> None:
-    async with scripted(lambda req, n: [head], close=True) as url:
-        pool = WirePool()
-        try:
-            with pytest.raises(WireError):
-                await _body(pool, url)
-        finally:
-            await pool.aclose()
+    async with (
+        scripted(lambda req, n: [head], close=True) as url,
+        aclosing(WirePool()) as pool,
+    ):
+        with pytest.raises(WireError):
+            await _body(pool, url)
 
 
 async def test_headers_any_case_repeated_fields_joined() -> None:
@@ -208,81 +196,72 @@ async def test_headers_any_case_repeated_fields_joined() -> None:
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nCONTENT-LENGTH: 2\r\n"
         b"Digest: md5=a\r\nx-amz-checksum-crc32:  AAAAAA==  \r\ndigest: sha=b\r\n\r\nok"
     )
-    async with scripted(lambda req, n: [head]) as url:
-        pool = WirePool()
-        try:
-            response = await pool.request(url, {})
-            assert response.content_length == 2  # the same length twice: one
-            assert response.headers["X-Amz-Checksum-CRC32"] == "AAAAAA=="
-            assert response.headers.get("DIGEST") == "md5=a, sha=b"
-            assert response.headers.get("ETag") is None
-            assert set(response.headers) == {
-                "content-length",
-                "digest",
-                "x-amz-checksum-crc32",
-            }
-            assert await response.read_some(10) == b"ok"
-            pool.release(response)
-        finally:
-            await pool.aclose()
+    async with scripted(lambda req, n: [head]) as url, aclosing(WirePool()) as pool:
+        response = await pool.request(url, {})
+        assert response.content_length == 2  # the same length twice: one
+        assert response.headers["X-Amz-Checksum-CRC32"] == "AAAAAA=="
+        assert response.headers.get("DIGEST") == "md5=a, sha=b"
+        assert response.headers.get("ETag") is None
+        assert set(response.headers) == {
+            "content-length",
+            "digest",
+            "x-amz-checksum-crc32",
+        }
+        assert await response.read_some(10) == b"ok"
+        pool.release(response)
 
 
 async def test_connection_close_among_other_options() -> None:
     """``Connection: close`` in a list of options (or a repeated field) is seen."""
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive\r\n"
-    async with scripted(lambda req, n: [head + b"Connection: Close\r\n\r\nx"]) as url:
-        pool = WirePool()
-        try:
-            assert await _body(pool, url) == b"x"
-            assert not any(pool._idle.values())  # closed, not kept for reuse
-        finally:
-            await pool.aclose()
+    async with (
+        scripted(lambda req, n: [head + b"Connection: Close\r\n\r\nx"]) as url,
+        aclosing(WirePool()) as pool,
+    ):
+        assert await _body(pool, url) == b"x"
+        assert not any(pool._idle.values())  # closed, not kept for reuse
 
 
 async def test_stale_keep_alive_connection_is_replaced() -> None:
     """A pooled connection the server closed is retried once on a new one."""
-    async with scripted(lambda req, n: [_ok(b"%d" % n)], close=True) as url:
-        pool = WirePool()
-        try:
-            assert await _body(pool, url) == b"1"
-            assert await _body(pool, url) == b"2"
-        finally:
-            await pool.aclose()
+    async with (
+        scripted(lambda req, n: [_ok(b"%d" % n)], close=True) as url,
+        aclosing(WirePool()) as pool,
+    ):
+        assert await _body(pool, url) == b"1"
+        assert await _body(pool, url) == b"2"
 
 
 async def test_interim_response_is_skipped() -> None:
-    async with scripted(
-        lambda req, n: [b"HTTP/1.1 100 Continue\r\n\r\n", _ok(b"final")]
-    ) as url:
-        pool = WirePool()
-        try:
-            assert await _body(pool, url) == b"final"
-        finally:
-            await pool.aclose()
+    async with (
+        scripted(
+            lambda req, n: [b"HTTP/1.1 100 Continue\r\n\r\n", _ok(b"final")]
+        ) as url,
+        aclosing(WirePool()) as pool,
+    ):
+        assert await _body(pool, url) == b"final"
 
 
 async def test_unread_body_closes_the_connection() -> None:
     """A response released before its end never returns to the pool."""
-    async with scripted(lambda req, n: [_ok(os.urandom(1 << 20))]) as url:
-        pool = WirePool(buffer_size=64 << 10)
-        try:
-            response = await pool.request(url, {})
-            assert await response.read(1)
-            pool.release(response)
-            assert not any(pool._idle.values())
-        finally:
-            await pool.aclose()
+    async with (
+        scripted(lambda req, n: [_ok(os.urandom(1 << 20))]) as url,
+        aclosing(WirePool(buffer_size=64 << 10)) as pool,
+    ):
+        response = await pool.request(url, {})
+        assert await response.read(1)
+        pool.release(response)
+        assert not any(pool._idle.values())
 
 
 async def test_head_timeout() -> None:
     """A server that never answers fails after read_timeout."""
-    async with scripted(lambda req, n: []) as url:
-        pool = WirePool(read_timeout=0.2)
-        try:
-            with pytest.raises(TimeoutError):
-                await pool.request(url, {})
-        finally:
-            await pool.aclose()
+    async with (
+        scripted(lambda req, n: []) as url,
+        aclosing(WirePool(read_timeout=0.2)) as pool,
+    ):
+        with pytest.raises(TimeoutError):
+            await pool.request(url, {})
 
 
 @pytest.fixture(scope="module")
@@ -302,13 +281,12 @@ async def test_tls_body(tls_pair: tuple[ssl.SSLContext, str]) -> None:
     """Bodies over TLS, verified against a CA bundle, in many records."""
     server, bundle = tls_pair
     body = os.urandom(3 << 20)
-    async with scripted(lambda req, n: [_ok(body)], tls=server) as url:
-        pool = WirePool(verify=bundle)
-        try:
-            assert await _body(pool, url, hint=256 << 10) == body
-            assert await _body(pool, url) == body  # on the kept connection
-        finally:
-            await pool.aclose()
+    async with (
+        scripted(lambda req, n: [_ok(body)], tls=server) as url,
+        aclosing(WirePool(verify=bundle)) as pool,
+    ):
+        assert await _body(pool, url, hint=256 << 10) == body
+        assert await _body(pool, url) == body  # on the kept connection
 
 
 @pytest.mark.parametrize("secure", [False, True], ids=["plain", "tls"])
@@ -318,19 +296,18 @@ async def test_body_stall_times_out(
     """A body that stops mid-way fails after the reader's timeout, TLS or not."""
     server, bundle = tls_pair
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 10
-    async with scripted(lambda req, n: [head], tls=server if secure else None) as url:
-        pool = WirePool(verify=bundle)
-        try:
-            response = await pool.request(url, {})
-            assert bytes(await anyio.to_thread.run_sync(response.read_blocking, 10))
-            started = time.monotonic()
-            with pytest.raises(TimeoutError, match=r"no data for 0\.3 s"):
-                await anyio.to_thread.run_sync(response.read_blocking, 1000, 0.3)
-            assert time.monotonic() - started < 2
-            pool.release(response)
-            assert not any(pool._idle.values())
-        finally:
-            await pool.aclose()
+    async with (
+        scripted(lambda req, n: [head], tls=server if secure else None) as url,
+        aclosing(WirePool(verify=bundle)) as pool,
+    ):
+        response = await pool.request(url, {})
+        assert bytes(await anyio.to_thread.run_sync(response.read_blocking, 10))
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"no data for 0\.3 s"):
+            await anyio.to_thread.run_sync(response.read_blocking, 1000, 0.3)
+        assert time.monotonic() - started < 2
+        pool.release(response)
+        assert not any(pool._idle.values())
 
 
 @pytest.mark.parametrize("secure", [False, True], ids=["plain", "tls"])
@@ -340,33 +317,31 @@ async def test_cancelled_read_returns_at_once(
     """Cancelling a read blocked on a silent server takes no timeout to return."""
     server, bundle = tls_pair
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"
-    async with scripted(lambda req, n: [head], tls=server if secure else None) as url:
-        pool = WirePool(verify=bundle, read_timeout=60)
-        try:
-            response = await pool.request(url, {})
-            started = time.monotonic()
-            with anyio.move_on_after(0.2) as scope:
-                await response.read(1000)
-            assert scope.cancelled_caught
-            assert time.monotonic() - started < 2
-            pool.release(response)
-        finally:
-            await pool.aclose()
+    async with (
+        scripted(lambda req, n: [head], tls=server if secure else None) as url,
+        aclosing(WirePool(verify=bundle, read_timeout=60)) as pool,
+    ):
+        response = await pool.request(url, {})
+        started = time.monotonic()
+        with anyio.move_on_after(0.2) as scope:
+            await response.read(1000)
+        assert scope.cancelled_caught
+        assert time.monotonic() - started < 2
+        pool.release(response)
 
 
 async def test_cancelled_request_returns_at_once() -> None:
     """Cancelling a request whose head never comes takes no timeout to return."""
-    async with scripted(lambda req, n: []) as url:
-        pool = WirePool(read_timeout=60)
-        try:
-            started = time.monotonic()
-            with anyio.move_on_after(0.2) as scope:
-                await pool.request(url, {})
-            assert scope.cancelled_caught
-            assert time.monotonic() - started < 2
-            assert not any(pool._idle.values())
-        finally:
-            await pool.aclose()
+    async with (
+        scripted(lambda req, n: []) as url,
+        aclosing(WirePool(read_timeout=60)) as pool,
+    ):
+        started = time.monotonic()
+        with anyio.move_on_after(0.2) as scope:
+            await pool.request(url, {})
+        assert scope.cancelled_caught
+        assert time.monotonic() - started < 2
+        assert not any(pool._idle.values())
 
 
 async def test_buffer_grows_to_the_readers_chunk() -> None:
@@ -391,22 +366,21 @@ async def test_body_that_came_with_the_head_starts_one_chunk() -> None:
     body = os.urandom(100_000)
     response_bytes = _ok(body)
     split = len(response_bytes) - len(body) + 1000  # the head and 1000 body bytes
-    async with scripted(
-        lambda req, n: [response_bytes[:split], response_bytes[split:]]
-    ) as url:
-        pool = WirePool(buffer_size=256 << 10)
-        try:
-            response = await pool.request(url, {})
-            first = bytes(await response.read(256 << 10))
-            rest = await response.read(256 << 10)
-            pool.release(response)
-            assert first == body
-            assert len(rest) == 0
-            # Read to its end: the connection is kept for the next request.
-            assert await _body(pool, url) == body
-            assert sum(len(c) for c in pool._idle.values()) == 1
-        finally:
-            await pool.aclose()
+    async with (
+        scripted(
+            lambda req, n: [response_bytes[:split], response_bytes[split:]]
+        ) as url,
+        aclosing(WirePool(buffer_size=256 << 10)) as pool,
+    ):
+        response = await pool.request(url, {})
+        first = bytes(await response.read(256 << 10))
+        rest = await response.read(256 << 10)
+        pool.release(response)
+        assert first == body
+        assert len(rest) == 0
+        # Read to its end: the connection is kept for the next request.
+        assert await _body(pool, url) == body
+        assert sum(len(c) for c in pool._idle.values()) == 1
 
 
 def test_chunk_decoder_output_full_then_resumes() -> None:
@@ -498,17 +472,16 @@ async def test_receive_to_file_with_the_head_bytes(tmp_path: Path, size: int) ->
     """
     data = os.urandom(size)
     wire = _ok(data)
-    async with scripted(
-        lambda req, n: [wire[: len(wire) - size + 50], wire[-size + 50 :]]
-    ) as url:
-        pool = WirePool(buffer_size=64 << 10)
-        try:
-            got, attempts = await _to_file(url, pool, tmp_path / "f")
-            assert got == data
-            assert attempts == [True]
-            assert sum(len(c) for c in pool._idle.values()) == 1
-        finally:
-            await pool.aclose()
+    async with (
+        scripted(
+            lambda req, n: [wire[: len(wire) - size + 50], wire[-size + 50 :]]
+        ) as url,
+        aclosing(WirePool(buffer_size=64 << 10)) as pool,
+    ):
+        got, attempts = await _to_file(url, pool, tmp_path / "f")
+        assert got == data
+        assert attempts == [True]
+        assert sum(len(c) for c in pool._idle.values()) == 1
 
 
 @needs_native
@@ -529,24 +502,23 @@ async def test_receive_to_file_declines(
         pieces = [b"HTTP/1.0 200 OK\r\n\r\n", data]
     else:
         pieces = [_ok(data)]
-    async with scripted(
-        lambda req, n: pieces,
-        close=framing == "close-delimited",
-        tls=server if framing == "tls" else None,
-    ) as url:
-        pool = WirePool(verify=bundle)
-        try:
-            response = await pool.request(url, {})
-            run = FileRun(tmp_path / "f", -1, 0)
-            count = 10 if framing == "more-with-the-head" else 1000
-            taken = await anyio.to_thread.run_sync(
-                response.receive_to_file_blocking, run, count, 64 << 10, 5.0
-            )
-            assert (taken, run.received) == (False, 0)
-            assert await response.read_some(len(data) + 1) == data
-            pool.release(response)
-        finally:
-            await pool.aclose()
+    async with (
+        scripted(
+            lambda req, n: pieces,
+            close=framing == "close-delimited",
+            tls=server if framing == "tls" else None,
+        ) as url,
+        aclosing(WirePool(verify=bundle)) as pool,
+    ):
+        response = await pool.request(url, {})
+        run = FileRun(tmp_path / "f", -1, 0)
+        count = 10 if framing == "more-with-the-head" else 1000
+        taken = await anyio.to_thread.run_sync(
+            response.receive_to_file_blocking, run, count, 64 << 10, 5.0
+        )
+        assert (taken, run.received) == (False, 0)
+        assert await response.read_some(len(data) + 1) == data
+        pool.release(response)
 
 
 @needs_native
@@ -554,32 +526,29 @@ async def test_receive_to_file_cut_short(tmp_path: Path) -> None:
     """A body that ends early is a WireError; what came is written and counted."""
     data = os.urandom(300_000)
     head = f"HTTP/1.1 200 OK\r\nContent-Length: {1 << 20}\r\n\r\n".encode()
-    async with scripted(lambda req, n: [head, data], close=True) as url:
-        pool = WirePool(buffer_size=64 << 10)
+    async with (
+        scripted(lambda req, n: [head, data], close=True) as url,
+        aclosing(WirePool(buffer_size=64 << 10)) as pool,
+    ):
+        response = await pool.request(url, {})
+        early = bytes(await response.read(1)) if response._connection._early else b""
+        fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
         try:
-            response = await pool.request(url, {})
-            early = (
-                bytes(await response.read(1)) if response._connection._early else b""
-            )
-            fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
-            try:
-                run = FileRun(tmp_path / "f", fd, len(early))
-                with pytest.raises(WireError, match="mid-response"):
-                    await anyio.to_thread.run_sync(
-                        response.receive_to_file_blocking,
-                        run,
-                        (1 << 20) - len(early),
-                        64 << 10,
-                        5.0,
-                    )
-                assert len(early) + run.received == len(data)
-                assert os.pread(fd, run.received, len(early)) == data[len(early) :]
-            finally:
-                os.close(fd)
-            pool.release(response)
-            assert not any(pool._idle.values())
+            run = FileRun(tmp_path / "f", fd, len(early))
+            with pytest.raises(WireError, match="mid-response"):
+                await anyio.to_thread.run_sync(
+                    response.receive_to_file_blocking,
+                    run,
+                    (1 << 20) - len(early),
+                    64 << 10,
+                    5.0,
+                )
+            assert len(early) + run.received == len(data)
+            assert os.pread(fd, run.received, len(early)) == data[len(early) :]
         finally:
-            await pool.aclose()
+            os.close(fd)
+        pool.release(response)
+        assert not any(pool._idle.values())
 
 
 def _resident_kib(buffer: mmap.mmap | bytearray) -> int:
@@ -607,16 +576,15 @@ async def test_buffer_holds_only_what_bodies_touched() -> None:
     """A 256 KiB connection buffer that carried 10 kB bodies holds ~12 KiB: pages
     come as the kernel receives into them (a bytearray held all 256 from the start)."""
     data = os.urandom(10_000)
-    async with scripted(lambda req, n: [_ok(data)]) as url:
-        pool = WirePool(buffer_size=256 << 10)
-        try:
-            response = await pool.request(url + "/a", {})
-            connection = response._connection
-            assert await response.read(256 << 10) == data
-            pool.release(response)
-            assert _resident_kib(connection._buf) <= 16
-        finally:
-            await pool.aclose()
+    async with (
+        scripted(lambda req, n: [_ok(data)]) as url,
+        aclosing(WirePool(buffer_size=256 << 10)) as pool,
+    ):
+        response = await pool.request(url + "/a", {})
+        connection = response._connection
+        assert await response.read(256 << 10) == data
+        pool.release(response)
+        assert _resident_kib(connection._buf) <= 16
 
 
 async def test_buffer_failure_closes_the_new_socket(monkeypatch, unraisables) -> None:
@@ -626,13 +594,12 @@ async def test_buffer_failure_closes_the_new_socket(monkeypatch, unraisables) ->
         raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
 
     monkeypatch.setattr(wire, "_buffer", no_memory)
-    async with scripted(lambda req, n: [_ok(b"x")]) as url:
-        pool = WirePool()
-        try:
-            with pytest.raises(OSError, match="Cannot allocate memory"):
-                await pool.request(url + "/a", {})
-        finally:
-            await pool.aclose()
+    async with (
+        scripted(lambda req, n: [_ok(b"x")]) as url,
+        aclosing(WirePool()) as pool,
+    ):
+        with pytest.raises(OSError, match="Cannot allocate memory"):
+            await pool.request(url + "/a", {})
     gc.collect()
     assert unraisables == []
 
@@ -694,22 +661,18 @@ async def test_get_to_file_writes_the_body_and_its_crc(
         requests.append(request)
         return [whole[:cut], whole[cut:]] if cut else [whole]
 
-    async with scripted(script) as url:
-        pool = WirePool()
-        try:
-            for _ in range(2):
-                got = await _get_to_file(pool, f"{url}/k?q=1", tmp_path / "f", size)
-                assert got is not None
-                assert (tmp_path / "f").read_bytes() == data
-                assert (got.status, got.received) == (200, size)
-                assert (got.crc_kind, got.crc) == (0, _CRC64.update(data, 0))
-                assert got.headers["etag"] == '"e"'
-                assert sum(len(c) for c in pool._idle.values()) == 1
-            assert len(requests) == 2  # one connection, two requests
-            assert requests[0].startswith(b"GET /k?q=1 HTTP/1.1\r\n")
-            assert b"\r\nx-test: 1\r\n" in requests[0]
-        finally:
-            await pool.aclose()
+    async with scripted(script) as url, aclosing(WirePool()) as pool:
+        for _ in range(2):
+            got = await _get_to_file(pool, f"{url}/k?q=1", tmp_path / "f", size)
+            assert got is not None
+            assert (tmp_path / "f").read_bytes() == data
+            assert (got.status, got.received) == (200, size)
+            assert (got.crc_kind, got.crc) == (0, _CRC64.update(data, 0))
+            assert got.headers["etag"] == '"e"'
+            assert sum(len(c) for c in pool._idle.values()) == 1
+        assert len(requests) == 2  # one connection, two requests
+        assert requests[0].startswith(b"GET /k?q=1 HTTP/1.1\r\n")
+        assert b"\r\nx-test: 1\r\n" in requests[0]
 
 
 @needs_native
@@ -728,17 +691,14 @@ async def test_get_to_file_crc_from_the_fields_or_the_default(
     """The CRC is that of the table's first field present (a name must match
     whole; fields not in the table do not count), else the default."""
     data = os.urandom(5000)
-    async with scripted(lambda req, n: [_ok(data, extra)]) as url:
-        pool = WirePool()
-        try:
-            got = await _get_to_file(
-                pool, url, tmp_path / "f", len(data), default=default
-            )
-            assert got is not None
-            expected = {-1: 0, 0: _CRC64.update(data, 0), 1: _CRC32C.update(data, 0)}
-            assert (got.crc_kind, got.crc) == (kind, expected[kind])
-        finally:
-            await pool.aclose()
+    async with (
+        scripted(lambda req, n: [_ok(data, extra)]) as url,
+        aclosing(WirePool()) as pool,
+    ):
+        got = await _get_to_file(pool, url, tmp_path / "f", len(data), default=default)
+        assert got is not None
+        expected = {-1: 0, 0: _CRC64.update(data, 0), 1: _CRC32C.update(data, 0)}
+        assert (got.crc_kind, got.crc) == (kind, expected[kind])
 
 
 @needs_native
@@ -774,28 +734,26 @@ async def test_get_to_file_declines_what_is_not_plain(
 ) -> None:
     """Anything but a 200 with one Content-Length of the size expected: None,
     nothing written, the connection closed (the caller asks again)."""
-    async with scripted(lambda req, n: [head + b"hello"]) as url:
-        pool = WirePool()
-        try:
-            assert await _get_to_file(pool, url, tmp_path / "f", 5) is None
-            assert (tmp_path / "f").read_bytes() == b""
-            assert not any(pool._idle.values())
-        finally:
-            await pool.aclose()
+    async with (
+        scripted(lambda req, n: [head + b"hello"]) as url,
+        aclosing(WirePool()) as pool,
+    ):
+        assert await _get_to_file(pool, url, tmp_path / "f", 5) is None
+        assert (tmp_path / "f").read_bytes() == b""
+        assert not any(pool._idle.values())
 
 
 @needs_native
 async def test_get_to_file_malformed_field_after_the_body(tmp_path: Path) -> None:
     """A field line Python's parser refuses fails the GET, after the body."""
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n bad\r\n\r\n"
-    async with scripted(lambda req, n: [head + b"hello"]) as url:
-        pool = WirePool()
-        try:
-            with pytest.raises(WireError, match="malformed"):
-                await _get_to_file(pool, url, tmp_path / "f", 5)
-            assert not any(pool._idle.values())
-        finally:
-            await pool.aclose()
+    async with (
+        scripted(lambda req, n: [head + b"hello"]) as url,
+        aclosing(WirePool()) as pool,
+    ):
+        with pytest.raises(WireError, match="malformed"):
+            await _get_to_file(pool, url, tmp_path / "f", 5)
+        assert not any(pool._idle.values())
 
 
 @needs_native
@@ -803,21 +761,19 @@ async def test_get_to_file_cut_short_or_unanswered(tmp_path: Path) -> None:
     """A body that ends early, or no response at all, on a new connection: a
     WireError (not retried), the connection dropped."""
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"
-    async with scripted(lambda req, n: [head, b"x" * 500], close=True) as url:
-        pool = WirePool()
-        try:
-            with pytest.raises(WireError, match="mid-response"):
-                await _get_to_file(pool, url, tmp_path / "f", 100_000)
-            assert not any(pool._idle.values())
-        finally:
-            await pool.aclose()
-    async with scripted(lambda req, n: [], close=True) as url:
-        pool = WirePool()
-        try:
-            with pytest.raises(WireError, match="before responding"):
-                await _get_to_file(pool, url, tmp_path / "f", 5)
-        finally:
-            await pool.aclose()
+    async with (
+        scripted(lambda req, n: [head, b"x" * 500], close=True) as url,
+        aclosing(WirePool()) as pool,
+    ):
+        with pytest.raises(WireError, match="mid-response"):
+            await _get_to_file(pool, url, tmp_path / "f", 100_000)
+        assert not any(pool._idle.values())
+    async with (
+        scripted(lambda req, n: [], close=True) as url,
+        aclosing(WirePool()) as pool,
+    ):
+        with pytest.raises(WireError, match="before responding"):
+            await _get_to_file(pool, url, tmp_path / "f", 5)
 
 
 @needs_native
@@ -826,35 +782,32 @@ async def test_get_to_file_stale_connection_and_connection_close(
 ) -> None:
     """A pooled connection the server has closed is replaced once, the GET sent
     again; a response saying Connection: close is not pooled."""
-    async with scripted(lambda req, n: [_ok(b"%05d" % n)], close=True) as url:
-        pool = WirePool()
-        try:
-            for n in (1, 2):
-                assert await _get_to_file(pool, url, tmp_path / "f", 5) is not None
-                assert (tmp_path / "f").read_bytes() == b"%05d" % n
-        finally:
-            await pool.aclose()
-    async with scripted(lambda req, n: [_ok(b"hello", "Connection: close\r\n")]) as url:
-        pool = WirePool()
-        try:
+    async with (
+        scripted(lambda req, n: [_ok(b"%05d" % n)], close=True) as url,
+        aclosing(WirePool()) as pool,
+    ):
+        for n in (1, 2):
             assert await _get_to_file(pool, url, tmp_path / "f", 5) is not None
-            assert not any(pool._idle.values())
-        finally:
-            await pool.aclose()
+            assert (tmp_path / "f").read_bytes() == b"%05d" % n
+    async with (
+        scripted(lambda req, n: [_ok(b"hello", "Connection: close\r\n")]) as url,
+        aclosing(WirePool()) as pool,
+    ):
+        assert await _get_to_file(pool, url, tmp_path / "f", 5) is not None
+        assert not any(pool._idle.values())
 
 
 @needs_native
 async def test_get_to_file_times_out(tmp_path: Path) -> None:
     """No byte within the timeout (the larger of the call's and the pool's)."""
-    async with scripted(lambda req, n: []) as url:
-        pool = WirePool(read_timeout=0.2)
-        try:
-            started = time.monotonic()
-            with pytest.raises(TimeoutError):
-                await _get_to_file(pool, url, tmp_path / "f", 5, timeout=0.1)
-            assert 0.15 < time.monotonic() - started < 5
-        finally:
-            await pool.aclose()
+    async with (
+        scripted(lambda req, n: []) as url,
+        aclosing(WirePool(read_timeout=0.2)) as pool,
+    ):
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await _get_to_file(pool, url, tmp_path / "f", 5, timeout=0.1)
+        assert 0.15 < time.monotonic() - started < 5
 
 
 async def test_get_to_file_not_over_tls(
@@ -868,10 +821,9 @@ async def test_get_to_file_not_over_tls(
         requests.append(request)
         return []
 
-    async with scripted(script, tls=server) as url:
-        pool = WirePool(verify=bundle)
-        try:
-            assert await _get_to_file(pool, url, tmp_path / "f", 5) is None
-            assert requests == []
-        finally:
-            await pool.aclose()
+    async with (
+        scripted(script, tls=server) as url,
+        aclosing(WirePool(verify=bundle)) as pool,
+    ):
+        assert await _get_to_file(pool, url, tmp_path / "f", 5) is None
+        assert requests == []
