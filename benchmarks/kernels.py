@@ -60,12 +60,13 @@ def md5_rows(work: Path, size: int, runs: int) -> list[tuple[str, float]]:
     path = work / "parts"
     path.write_bytes(data)
     part = size // 16
-    spans = [(i * part, part) for i in range(16)]
+    parts = [(i * part, part) for i in range(16)]
     source = Path(_md5lanes.__file__).with_name("_md5x16.c")
     flags = ["-O3", "-fPIC", "-shared", "-nostdlib", "-Wno-psabi", "-DMD5X16_NO_CLONES"]
     cpu = Path("/proc/cpuinfo").read_text()
     rows = []
     fd = os.open(path, os.O_RDONLY)
+    spans = [(fd, offset, length) for offset, length in parts]
     try:
         for name, extra in VARIANTS.items():
             if name == "avx512" and "avx512f" not in cpu:
@@ -75,13 +76,13 @@ def md5_rows(work: Path, size: int, runs: int) -> list[tuple[str, float]]:
                 ["gcc", *flags, *extra, "-o", str(built), str(source)], check=True
             )
             kernel = _Kernel(ctypes.CDLL(str(built)))
-            hash_parts = functools.partial(md5_spans, fd, spans, kernel=kernel)
+            hash_parts = functools.partial(md5_spans, spans, kernel=kernel)
             speed = best(hash_parts, runs, size)
             rows.append((f"MD5 x16 lanes, {name}, from the page cache", speed))
     finally:
         os.close(fd)
     speed = best(
-        lambda: [hashlib.md5(data[o : o + n], usedforsecurity=False) for o, n in spans],
+        lambda: [hashlib.md5(data[o : o + n], usedforsecurity=False) for o, n in parts],
         runs,
         size,
     )

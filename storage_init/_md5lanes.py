@@ -1,10 +1,11 @@
-"""MD5 of many spans of a file at once, 16 to a SIMD vector (`_md5x16.c`).
+"""MD5 of many spans of files at once, 16 to a SIMD vector (`_md5x16.c`).
 
 A multipart ETag is the MD5 of its parts' MD5s, and the parts are independent
-messages. One MD5 runs at ~0.6 GiB/s whatever the CPU (a serial chain of steps);
-16 of them advance together in the lanes of one vector for about the cost of one
-(`benchmarks/kernels.py`: hashlib 0.52 GiB/s on this machine). Parts are hashed
-from the written file through read-only maps of it, 1 MiB per lane at a time:
+messages; so are small files, each with its own MD5 ETag. One MD5 runs at
+~0.6 GiB/s whatever the CPU (a serial chain of steps); 16 of them advance
+together in the lanes of one vector for about the cost of one
+(`benchmarks/kernels.py`: hashlib 0.52 GiB/s on this machine). Spans are hashed
+from the written files through read-only maps of them, 1 MiB per lane at a time:
 from the page cache, with no copy (a read-back through a buffer cost as much
 again as the hashing, in the kernel's copy).
 
@@ -63,7 +64,7 @@ class _Kernel:
         self.spans.restype = ctypes.c_int
         self.spans.argtypes = [
             ctypes.c_void_p,  # struct mapper *
-            ctypes.c_int,  # fd
+            ctypes.POINTER(ctypes.c_int),  # fd per lane
             u32p,  # state
             u64p,  # pos
             u64p,  # end
@@ -98,34 +99,42 @@ def available() -> bool:
 
 
 def md5_spans(
-    fd: int, spans: Sequence[tuple[int, int]], *, kernel: _Kernel | None = None
+    spans: Sequence[tuple[int, int, int]], *, kernel: _Kernel | None = None
 ) -> list[bytes]:
-    """Return the MD5 digest of each ``(offset, length)`` span of file `fd`, in order.
+    """Return the MD5 digest of each ``(fd, offset, length)`` span, in order.
+
+    The spans may lie in one file (the parts of a multipart upload) or in many
+    (small files), and may overlap. A call's cost is that of its longest lane
+    per 16 spans, however many lanes are busy: give it many spans at once.
 
     Blocking: run it in a thread. Memory: maps of `STEP` bytes per lane (page
     cache, not copied) and a few KiB.
 
     Args:
-        fd: the file, open for reading.
-        spans: ``(offset, length)`` pairs; they may overlap.
+        spans: ``(fd, offset, length)``: a file open for reading, and where in it.
         kernel: another build of the kernel (tests: each CPU variant); default
             the package's.
 
     Raises:
         RuntimeError: the kernel is not `available`.
-        IntegrityError: the file ends before a span does.
-        OSError: a read failed (where the file cannot be mapped).
+        IntegrityError: a file ends before its span does.
+        OSError: a read failed (where a file cannot be mapped).
     """
     kernel = kernel or _kernel()
     if kernel is None:
         msg = f"the MD5 kernel {LIBRARY.name} is not built"
         raise RuntimeError(msg)
-    # A map past the end of the file would fault when read: check first (the
+    # A map past the end of a file would fault when read: check first (the
     # engine's temp files have their full size from the start).
-    size = os.fstat(fd).st_size
-    if short := [o + n for o, n in spans if o + n > size]:
-        msg = f"file shorter than expected at byte {size} (a span ends at {short[0]})"
-        raise IntegrityError(msg)
+    sizes = {fd: os.fstat(fd).st_size for fd in {fd for fd, _, _ in spans}}
+    for fd, offset, length in spans:
+        if offset + length > sizes[fd]:
+            msg = (
+                f"file shorter than expected at byte {sizes[fd]}"
+                f" (a span ends at {offset + length})"
+            )
+            raise IntegrityError(msg)
+    fds = (ctypes.c_int * LANES)()
     pad = (ctypes.c_char * (_PAD * LANES))()
     state = (ctypes.c_uint32 * (4 * LANES))()
     pos = (ctypes.c_uint64 * LANES)()
@@ -139,7 +148,7 @@ def md5_spans(
     while True:
         for j in range(LANES):
             if owner[j] < 0 and (item := next(queue, None)) is not None:
-                owner[j], (offset, size) = item
+                owner[j], (fds[j], offset, size) = item
                 pos[j], end[j], length[j] = offset, offset + size, size
                 for word in range(4):
                     state[word * LANES + j] = _IV[word]
@@ -147,13 +156,13 @@ def md5_spans(
         if not active:
             return digests
         done = kernel.spans(
-            ctypes.byref(kernel.mapper), fd, state, pos, end, length, active,
+            ctypes.byref(kernel.mapper), fds, state, pos, end, length, active,
             ctypes.addressof(pad), STEP, ctypes.byref(failed),
         )  # fmt: skip
         if done < 0:
             # A file system that cannot map files (few, but some FUSE ones):
             # hashlib, reading through a buffer, gets there too.
-            return _md5_read(fd, spans)
+            return _md5_read(spans)
         for j in range(LANES):
             if done >> j & 1:
                 words = (state[word * LANES + j] for word in range(4))
@@ -162,7 +171,7 @@ def md5_spans(
                 active &= ~(1 << j)
 
 
-def _md5_read(fd: int, spans: Sequence[tuple[int, int]]) -> list[bytes]:
+def _md5_read(spans: Sequence[tuple[int, int, int]]) -> list[bytes]:
     """`md5_spans` with hashlib, reading `STEP` bytes at a time.
 
     Raises:
@@ -170,7 +179,7 @@ def _md5_read(fd: int, spans: Sequence[tuple[int, int]]) -> list[bytes]:
         OSError: a read failed.
     """
     digests = []
-    for offset, size in spans:
+    for fd, offset, size in spans:
         md5 = hashlib.md5(usedforsecurity=False)
         pos, end = offset, offset + size
         while pos < end:

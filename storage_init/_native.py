@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 # Not "_native.so": Python would import that name as an extension module.
 LIBRARY = Path(__file__).with_name("_kernels.so")
 #: The interface these modules call (``_abi.c``): a library of another is not used.
-ABI = 3
+ABI = 4
 
 
 _U64 = ctypes.c_uint64

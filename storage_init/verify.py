@@ -409,17 +409,17 @@ class FileDigest:
         Raises:
             IntegrityError: the file is shorter than a range.
         """
-        spans: list[tuple[int, int]] = []
+        spans: list[tuple[int, int, int]] = []
         owners: list[int] = []
         for index in indices:
             start = self.byte_ranges[index].start
             for length in self.byte_ranges[index].segments or (
                 self.byte_ranges[index].length,
             ):
-                spans.append((start, length))
+                spans.append((fd, start, length))
                 owners.append(index)
                 start += length
-        digests = md5_spans(fd, spans)
+        digests = md5_spans(spans)
         for index in indices:
             self._md5s[index] = []
             self._fed[index] = True

@@ -30,6 +30,11 @@ def _expected(data: bytes, spans: list[tuple[int, int]]) -> list[bytes]:
     return [hashlib.md5(data[o : o + n]).digest() for o, n in spans]
 
 
+def _in(fd: int, spans: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """`spans` of one file, as `md5_spans` takes them."""
+    return [(fd, offset, length) for offset, length in spans]
+
+
 class TestKernel:
     def test_built(self) -> None:
         """The kernel is built and loads (bootstrap installs a C compiler)."""
@@ -41,7 +46,7 @@ class TestKernel:
         spans = [(i * 7, n) for i, n in enumerate(EDGES)]
         fd = _file(tmp_path, data)
         try:
-            assert md5_spans(fd, spans) == _expected(data, spans)
+            assert md5_spans(_in(fd, spans)) == _expected(data, spans)
         finally:
             os.close(fd)
 
@@ -52,7 +57,7 @@ class TestKernel:
         spans = [((i * 4099) % STEP, (i * 9973) % (3 * STEP)) for i in range(40)]
         fd = _file(tmp_path, data)
         try:
-            assert md5_spans(fd, spans) == _expected(data, spans)
+            assert md5_spans(_in(fd, spans)) == _expected(data, spans)
         finally:
             os.close(fd)
 
@@ -74,17 +79,37 @@ class TestKernel:
         spans = [(o, min(n, len(data) - o)) for o, n in spans]
         fd = _file(tmp_path_factory.mktemp("h"), data)
         try:
-            assert md5_spans(fd, spans) == _expected(data, spans)
+            assert md5_spans(_in(fd, spans)) == _expected(data, spans)
         finally:
             os.close(fd)
 
-    def test_no_spans(self, tmp_path: Path) -> None:
-        """No spans, no digests."""
-        fd = _file(tmp_path, b"x")
+    def test_many_files(self, tmp_path: Path) -> None:
+        """Each lane reads its own file: 40 files of mixed sizes, one span each."""
+        files = [os.urandom((i * 7919) % (STEP + 300)) for i in range(40)]
+        fds = []
         try:
-            assert md5_spans(fd, []) == []
+            for i, data in enumerate(files):
+                path = tmp_path / f"f{i}"
+                path.write_bytes(data)
+                fds.append(os.open(path, os.O_RDONLY))
+            spans = [(fd, 0, len(data)) for fd, data in zip(fds, files, strict=True)]
+            expected = [hashlib.md5(data).digest() for data in files]
+            assert md5_spans(spans) == expected
+            # ... and spans of several files mixed with spans of one.
+            mixed = [spans[3], (fds[5], 10, 100), spans[3], (fds[0], 0, 0)]
+            assert md5_spans(mixed) == [
+                expected[3],
+                hashlib.md5(files[5][10:110]).digest(),
+                expected[3],
+                hashlib.md5(b"").digest(),
+            ]
         finally:
-            os.close(fd)
+            for fd in fds:
+                os.close(fd)
+
+    def test_no_spans(self) -> None:
+        """No spans, no digests."""
+        assert md5_spans([]) == []
 
     def test_short_file(self, tmp_path: Path) -> None:
         """A span past the end of the file is an IntegrityError, not a digest."""
@@ -93,7 +118,7 @@ class TestKernel:
             with pytest.raises(
                 IntegrityError, match="shorter than expected at byte 100"
             ):
-                md5_spans(fd, [(0, 10), (50, 51)])
+                md5_spans(_in(fd, [(0, 10), (50, 51)]))
         finally:
             os.close(fd)
 
@@ -123,7 +148,7 @@ class TestKernel:
         spans = [(i * 7, n) for i, n in enumerate(EDGES)]
         fd = _file(tmp_path, data)
         try:
-            assert md5_spans(fd, spans, kernel=kernel) == _expected(data, spans)
+            assert md5_spans(_in(fd, spans), kernel=kernel) == _expected(data, spans)
         finally:
             os.close(fd)
         assert calls
@@ -133,7 +158,7 @@ class TestKernel:
         monkeypatch.setattr(_md5lanes, "_kernel", lambda: None)
         assert not _md5lanes.available()
         with pytest.raises(RuntimeError, match="not built"):
-            md5_spans(0, [(0, 1)])
+            md5_spans([(0, 0, 1)])
 
 
 #: Each x86-64 variant the loader picks from (`md5x16_pick`), built alone: this
@@ -170,7 +195,7 @@ def test_cpu_variants(tmp_path: Path, variant: str) -> None:
     spans = [(i * 13, n) for i, n in enumerate(EDGES)] * 2
     fd = _file(tmp_path, data)
     try:
-        assert md5_spans(fd, spans, kernel=kernel) == _expected(data, spans)
+        assert md5_spans(_in(fd, spans), kernel=kernel) == _expected(data, spans)
     finally:
         os.close(fd)
 
