@@ -127,13 +127,10 @@ def md5_spans(
     # A map past the end of a file would fault when read: check first (the
     # engine's temp files have their full size from the start).
     sizes = {fd: os.fstat(fd).st_size for fd in {fd for fd, _, _ in spans}}
-    for fd, offset, length in spans:
-        if offset + length > sizes[fd]:
-            msg = (
-                f"file shorter than expected at byte {sizes[fd]}"
-                f" (a span ends at {offset + length})"
-            )
-            raise IntegrityError(msg)
+    if short := [(fd, o + n) for fd, o, n in spans if o + n > sizes[fd]]:
+        fd, at = short[0]
+        msg = f"file shorter than expected at byte {sizes[fd]} (a span ends at {at})"
+        raise IntegrityError(msg)
     fds = (ctypes.c_int * LANES)()
     pad = (ctypes.c_char * (_PAD * LANES))()
     state = (ctypes.c_uint32 * (4 * LANES))()

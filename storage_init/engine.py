@@ -15,7 +15,11 @@ Shape of one run, for any number of source/destination pairs::
   bandwidth. Listing streams page by page; files start while listing goes on.
 - Small files go down the lane (`_lane.Lane`): per file the event loop only signs
   the request and records the result; a retryable failure sends the file the
-  per-file way, whose retries and backoff handle it.
+  per-file way, whose retries and backoff handle it. A small file whose check
+  is its MD5 ETag waits, written, until 16 do (or the lane is idle), and the 16
+  are hashed in one call of the multi-lane kernel (`_hash_unhashed`): 1000
+  files of 100 KiB, by hand, 0.06-0.07 CPU s in the kernel against 0.33-0.35
+  with hashlib in each worker.
 - Each request's body is received, written and checksummed by one worker thread
   (`_pump_blocking`), chunk by chunk, on the same core while the bytes are in its
   cache; the event loop only plans, signs, retries and verifies. Two designs were
@@ -66,7 +70,7 @@ from ._local import (
     process_age,
     sweep_partials,
 )
-from ._md5lanes import LANES
+from ._md5lanes import LANES, md5_spans
 from ._md5lanes import available as md5_lanes_available
 from ._paths import is_selected, safe_relative
 from ._plan import ByteRange, plan_ranges
@@ -254,13 +258,26 @@ class _Small:
         return self.file.pair.dest / self.path
 
 
+@dataclass(eq=False, slots=True)
+class _Unhashed:
+    """A small file written whole, whose MD5 waits to share a kernel call."""
+
+    temp: TempFile
+    digest: FileDigest
+
+
 @dataclass(slots=True)
 class _SmallResult:
-    """What the lane made of a file: a report, or the error that sends it back."""
+    """What the lane made of a file: a report, an error, or a file to hash.
+
+    The error sends the file the per-file way; a file to hash waits for others
+    (`Engine._hash_unhashed`).
+    """
 
     error: TransferError | None
     report: FileReport | None = None
     mtime_ns: int = 0
+    unhashed: _Unhashed | None = None
 
 
 class _Pending:
@@ -282,6 +299,63 @@ class _Pending:
         while self.count:
             self._idle = anyio.Event()
             await self._idle.wait()
+
+
+#: Fewer small files than this waiting for their MD5 are hashed one by one with
+#: hashlib: a kernel call costs its longest lane times 16 (AVX2 here: 3.5 GiB/s
+#: over 16 lanes, hashlib 0.55 GiB/s; even at about 2.5 files of one size).
+FEWEST_FOR_LANES = 3
+
+
+def _hash_batch(
+    batch: list[tuple[_Small, _Unhashed]], block_size: int
+) -> list[_SmallResult]:
+    """In a thread: MD5 the written files of `batch`, then verify and rename each.
+
+    Raises:
+        IntegrityError: a file's MD5 does not match; files after it are left
+            (their temp files are the caller's to discard).
+        LocalIOError: a file could not be read or renamed.
+    """
+    if len(batch) >= FEWEST_FOR_LANES:
+        spans = [(u.temp.fd, 0, small.file.info.size) for small, u in batch]
+        for (_, unhashed), md5 in zip(batch, md5_spans(spans), strict=True):
+            unhashed.digest.adopt_md5(md5)
+    else:
+        for _, unhashed in batch:
+            unhashed.digest.hash_written_range(unhashed.temp.fd, 0, block_size)
+    # Only files written whole wait here: their size is the expected one.
+    return [
+        _verified(small, unhashed.temp, unhashed.digest, small.file.info.size)
+        for small, unhashed in batch
+    ]
+
+
+def _verified(
+    small: _Small, temp: TempFile, digest: FileDigest, written: int
+) -> _SmallResult:
+    """Verify small file `small` (`written` bytes in `temp`), rename it into place.
+
+    Raises:
+        IntegrityError: its size or checksum does not match (with its URI).
+        LocalIOError: the rename failed.
+    """
+    info = small.file.info
+    try:
+        digest.verify(size=info.size, written=written)
+    except IntegrityError as exc:
+        raise IntegrityError(exc.reason, uri=small.file.uri) from None
+    mtime_ns = temp.commit()
+    check = digest.check
+    log.debug("verified %s (%s)", small.file.rel, check.label)
+    report = FileReport(
+        path=str(small.path),
+        size=info.size,
+        seconds=time.monotonic() - small.started,
+        verification=check.label,
+        verified=check.verifies_content,
+    )
+    return _SmallResult(None, report, mtime_ns)
 
 
 class Engine:
@@ -316,6 +390,13 @@ class Engine:
         self._first_request_logged = False
         self._files_total = 0
         self._lane: Lane[_Small, _SmallResult]
+        #: Files sent down the lane whose result has not come back.
+        self._in_lane = 0
+        #: Small files written and waiting for their MD5 (`_hash_unhashed`).
+        self._unhashed: list[tuple[_Small, _Unhashed]] = []
+        #: Those and the ones being hashed: their temp files, until renamed.
+        self._unrenamed: set[_Unhashed] = set()
+        self._tg: TaskGroup
 
     # -- statistics -------------------------------------------------------------
 
@@ -346,6 +427,7 @@ class Engine:
         reports: list[DownloadReport | None] = [None] * len(pairs)
         try:
             async with anyio.create_task_group() as tg:
+                self._tg = tg
                 self._lane = Lane(
                     tg,
                     self._small_requests,
@@ -363,6 +445,10 @@ class Engine:
             # synchronous, so cancellation cannot interrupt them.
             for job in list(self._open):
                 self._abandon(job)
+            undelivered = [r.unhashed for _, r in self._lane.undelivered()]
+            for unhashed in (*self._unrenamed, *undelivered):
+                if unhashed is not None:
+                    unhashed.temp.discard()
         return [r for r in reports if r is not None]
 
     async def _run_pair(
@@ -519,6 +605,7 @@ class Engine:
         if get is None:
             return False
         file.in_lane.add()
+        self._in_lane += 1
         self._lane.submit(_Small(file, path, get, time.monotonic()))
         return True
 
@@ -561,19 +648,19 @@ class Engine:
             ranges = [ByteRange(0, info.size)]
             if fetched is not None:
                 digest = FileDigest(check, ranges)
-                self._adopt_fetched(digest, fetched, temp.fd)
                 written = fetched.received
+                whole = written == info.size
+                if whole and digest.needs_md5_only and md5_lanes_available():
+                    unhashed, temp = _Unhashed(temp, digest), None
+                    return _SmallResult(None, unhashed=unhashed)
+                self._adopt_fetched(digest, fetched, temp.fd)
             else:
                 assert body is not None
                 digest = FileDigest(check, ranges, inline_limit=info.size)
                 written = self._receive(
                     body, temp, digest, info.size, small.file.uri, [0]
                 )
-            try:
-                digest.verify(size=info.size, written=written)
-            except IntegrityError as exc:
-                raise IntegrityError(exc.reason, uri=small.file.uri) from None
-            mtime_ns = temp.commit()
+            result = _verified(small, temp, digest, written)
             temp = None
         except TransferError as exc:
             if slot.stopped:
@@ -586,15 +673,7 @@ class Engine:
             slot.finish()
             if temp is not None:
                 temp.discard()
-        log.debug("verified %s (%s)", small.file.rel, check.label)
-        report = FileReport(
-            path=str(small.path),
-            size=info.size,
-            seconds=time.monotonic() - small.started,
-            verification=check.label,
-            verified=check.verifies_content,
-        )
-        return _SmallResult(None, report, mtime_ns)
+        return result
 
     def _small_temp(self, final: Path, size: int) -> TempFile:
         """`final`'s temp file, its directories made first if this run has not yet.
@@ -626,19 +705,57 @@ class Engine:
 
     def _finish_small(self, batch: list[tuple[_Small, _SmallResult]]) -> None:
         """On the event loop: record the files the lane finished."""
+        self._in_lane -= len(batch)
         for small, result in batch:
-            file = small.file
-            self._lane_window.release()
-            if result.report is None:
-                if result.error is not None:
-                    log.warning("retrying %s after: %s", file.rel, result.error.reason)
-                file.tg.start_soon(self._run_file_later, file)
+            if result.unhashed is not None:
+                self._unhashed.append((small, result.unhashed))
+                self._unrenamed.add(result.unhashed)
             else:
-                file.manifest.record(result.report, file.info, result.mtime_ns)
-                file.files.append(result.report)
-                self._files_done += 1
-                self._bytes_done += file.info.size
-            file.in_lane.done()
+                self._record_small(small, result)
+        self._hash_unhashed()
+        self._notify()
+
+    def _record_small(self, small: _Small, result: _SmallResult) -> None:
+        """Record a file that left the lane, or send it the per-file way."""
+        file = small.file
+        self._lane_window.release()
+        if result.report is None:
+            if result.error is not None:
+                log.warning("retrying %s after: %s", file.rel, result.error.reason)
+            file.tg.start_soon(self._run_file_later, file)
+        else:
+            file.manifest.record(result.report, file.info, result.mtime_ns)
+            file.files.append(result.report)
+            self._files_done += 1
+            self._bytes_done += file.info.size
+        file.in_lane.done()
+
+    def _hash_unhashed(self) -> None:
+        """Start hashing the small files that wait for their MD5.
+
+        A kernel call hashes 16 files for the cost of one (`md5_spans`), so
+        files wait until 16 do, or until the lane has no other file out: none
+        will come back before the listing sends more. They hold their place in
+        `LANE_WINDOW` meanwhile, which bounds the files held open.
+        """
+        while len(self._unhashed) >= LANES or (self._unhashed and not self._in_lane):
+            batch, self._unhashed = self._unhashed[:LANES], self._unhashed[LANES:]
+            self._tg.start_soon(self._hash_small, batch)
+
+    async def _hash_small(self, batch: list[tuple[_Small, _Unhashed]]) -> None:
+        """MD5 `batch` in a thread, then verify, rename and record each file.
+
+        Raises:
+            IntegrityError: a file's MD5 does not match (the run fails, as on the
+                lane); the batch's files after it are not renamed (`run`
+                deletes them).
+        """
+        results = await anyio.to_thread.run_sync(
+            _hash_batch, batch, self._cfg.chunk_size, limiter=self._io
+        )
+        for (small, unhashed), result in zip(batch, results, strict=True):
+            self._unrenamed.discard(unhashed)
+            self._record_small(small, result)
         self._notify()
 
     async def _run_file_later(self, file: _File) -> None:

@@ -19,7 +19,8 @@ which nothing but the size is known. CRCs are computed inline as bytes are writt
 (`RangeDigest`); MD5 and SHA-256 by a thread reading the written ranges back in order
 (`FileDigest.hash_written_range`), which keeps them off the event loop; the part MD5s
 of a multipart ETag 16 at a time by the multi-lane kernel
-(`FileDigest.hash_written_parts`), or else as the receiving threads write them.
+(`FileDigest.hash_written_parts`), or else as the receiving threads write them;
+small files' MD5 ETags 16 files at a time by the same kernel (`adopt_md5`).
 """
 
 from __future__ import annotations
@@ -306,6 +307,8 @@ class FileDigest:
         #: Per range: its segment MD5s are computed (fed as it was written, or
         #: hashed in lanes).
         self._fed = [False] * len(ranges)
+        #: The whole file's MD5, computed elsewhere (`adopt_md5`).
+        self._md5_adopted: bytes | None = None
 
     def update(
         self, index: int, data: bytes | memoryview, *, threaded: bool = False
@@ -352,6 +355,26 @@ class FileDigest:
     def needs_readback(self, index: int) -> bool:
         """Whether range `index` must be read back for the ordered digests."""
         return self.deferred and not self._fed[index]
+
+    @property
+    def needs_md5_only(self) -> bool:
+        """Whether a whole-file MD5 is all that is left to compute (`adopt_md5`)."""
+        return (
+            self.check.whole == ("md5",)
+            and self.check.crc is None
+            and not self.check.segment_md5
+            and self.deferred
+            and not any(self._fed)
+        )
+
+    def adopt_md5(self, md5: bytes) -> None:
+        """Take the whole file's MD5, computed from the written file elsewhere.
+
+        For a file that `needs_md5_only`: small files are hashed 16 at a time
+        (`md5_spans`), not each through its own read-back.
+        """
+        self._md5_adopted = md5
+        self._fed = [True] * len(self._fed)
 
     def _feed(self, index: int, block: memoryview) -> None:
         """Feed the ordered digests; ranges must come in order, bytes in order."""
@@ -459,7 +482,8 @@ class FileDigest:
             got = f"{md5.hexdigest()}-{len(md5s)}"
             _compare("multipart ETag", check.expected["etag"], got)
         if "md5" in self._whole:
-            got = self._whole["md5"].hexdigest()
+            adopted = self._md5_adopted
+            got = self._whole["md5"].hexdigest() if adopted is None else adopted.hex()
             _compare("MD5 ETag", check.expected["md5"], got)
         if "sha256" in self._whole:
             got = base64.b64encode(self._whole["sha256"].digest()).decode()

@@ -19,6 +19,8 @@ from storage_init import (
     TransferConfig,
     download,
 )
+from storage_init._md5lanes import available as md5_lanes_available
+from storage_init._md5lanes import md5_spans
 from storage_init.backends.s3 import S3Backend
 from storage_init.manifest import MANIFEST_NAME
 from storage_init.models import MiB, TransferStats
@@ -207,6 +209,56 @@ class TestS3Download:
         assert faults.injected >= 1
         assert os.listdir(tmp_path) == []
 
+    async def test_small_md5_files_share_kernel_calls(
+        self, s3_server, seeder, tmp_path, monkeypatch
+    ):
+        """Small files with MD5 ETags are hashed many to a call, and verified."""
+        if not md5_lanes_available():
+            pytest.skip("the MD5 kernel is not built")
+        calls: list[int] = []
+
+        def counting(spans, **kwargs):
+            calls.append(len(spans))
+            return md5_spans(spans, **kwargs)
+
+        monkeypatch.setattr("storage_init.engine.md5_spans", counting)
+        # Mixed sizes: lanes finish at different blocks (1 byte to 200 KiB).
+        sources = {f"f{i:02d}.bin": os.urandom(1 + i * 5003) for i in range(40)}
+        for name, data in sources.items():
+            seeder.put(f"md5-small/{name}", data)
+        report = await download(
+            f"s3://{s3_server.bucket}/md5-small", tmp_path, config=_config(s3_server)
+        )
+        assert {f.verification for f in report.files} == {"md5-etag"}
+        assert read_tree(tmp_path) == sources
+        assert sum(calls) == len(sources)
+        assert max(calls) > 1, "files share a kernel call"
+
+    async def test_small_md5_file_corrupted(self, s3_server, seeder, tmp_path):
+        """A byte flipped in one of many small MD5-ETag files fails the run.
+
+        No temp file is left, and every file at its final path is whole.
+        """
+        sources = {f"f{i:02d}.bin": os.urandom(50_000) for i in range(24)}
+        for name, data in sources.items():
+            seeder.put(f"md5-flip/{name}", data)
+        faults = Faults(flip_at=30_000, budget=1)
+        with fault_proxy(s3_server.endpoint, faults) as proxy:
+            config = StorageConfig(
+                s3=_options(s3_server, endpoint_url=proxy.endpoint),
+                transfer=TransferConfig(part_size=5 * MiB),
+            )
+            with pytest.raises(IntegrityError, match="MD5 ETag mismatch"):
+                await download(
+                    f"s3://{s3_server.bucket}/md5-flip", tmp_path, config=config
+                )
+        assert faults.injected == 1
+        left = {p.name for p in tmp_path.iterdir()} - {MANIFEST_NAME}
+        assert left <= set(sources), f"temp files left: {left - set(sources)}"
+        assert len(left) < len(sources)
+        for name in left:
+            assert (tmp_path / name).read_bytes() == sources[name]
+
     async def test_cancellation_leaves_nothing(self, s3_server, seeder, tmp_path):
         """Cancelled after its first bytes land, a download leaves no file at all."""
         # Both larger than a part: fetched by ranges, neither complete at the cancel.
@@ -227,13 +279,17 @@ class TestS3Download:
         assert scope.cancelled_caught
         assert list(tmp_path.iterdir()) == []
 
+    # With MD5 ETags, files wait for their MD5 after they are written
+    # (`Engine._hash_unhashed`): the cancellation finds some waiting.
+    @pytest.mark.parametrize("checksum", ["crc64nvme", None])
     async def test_cancelled_small_files_leave_only_whole_ones(
-        self, s3_server, seeder, tmp_path
+        self, s3_server, seeder, tmp_path, checksum
     ):
         """Small files cancelled mid-run: finished ones stay whole, no temp is left."""
         sources = {f"f{i:03d}.bin": os.urandom(64 * 1024) for i in range(300)}
+        prefix = f"cancel-small-{checksum}"
         for name, data in sources.items():
-            seeder.put(f"cancel-small/{name}", data, checksum="crc64nvme")
+            seeder.put(f"{prefix}/{name}", data, checksum=checksum)
         with anyio.CancelScope() as scope:
 
             def cancel_on_first_file(stats: TransferStats) -> None:
@@ -241,7 +297,7 @@ class TestS3Download:
                     scope.cancel()
 
             await download(
-                f"s3://{s3_server.bucket}/cancel-small",
+                f"s3://{s3_server.bucket}/{prefix}",
                 tmp_path,
                 config=_config(s3_server),
                 progress=cancel_on_first_file,

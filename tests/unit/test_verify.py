@@ -397,3 +397,43 @@ class TestLanes:
         assert not FileDigest(auto, one, inline_limit=1 << 20, lanes=True).lanes
         assert not FileDigest(auto, ranges, lanes=False).lanes
         assert FileDigest(auto, ranges, lanes=True).lanes
+
+
+class TestAdoptedMd5:
+    """A whole-file MD5 computed elsewhere (small files, 16 to a kernel call)."""
+
+    def _digest(self, data: bytes) -> FileDigest:
+        etag = hashlib.md5(data).hexdigest()
+        check = choose_check(_info(size=len(data), etag=etag), VerifyMode.AUTO)
+        assert check.label == "md5-etag"
+        return FileDigest(check, plan_ranges(len(data), 1 << 20))
+
+    def test_adopted_md5_is_compared(self) -> None:
+        """The adopted MD5 verifies the file; another one fails it."""
+        data = os.urandom(5000)
+        good = self._digest(data)
+        assert good.needs_md5_only
+        good.adopt_md5(hashlib.md5(data).digest())
+        assert not good.needs_readback(0)
+        good.verify(size=len(data), written=len(data))
+        bad = self._digest(data)
+        bad.adopt_md5(hashlib.md5(data[1:]).digest())
+        with pytest.raises(IntegrityError, match="MD5 ETag mismatch"):
+            bad.verify(size=len(data), written=len(data))
+
+    def test_only_where_an_md5_is_all_that_is_left(self) -> None:
+        """Not with a CRC, a SHA-256 beside it (strict), part MD5s, or inline."""
+        data = os.urandom(5000)
+        ranges = plan_ranges(len(data), 1 << 20)
+        md5 = hashlib.md5(data).hexdigest()
+        checks = {
+            "crc": _info(size=len(data), etag=md5, checksums={"crc32c": "AAAAAA=="}),
+            "strict": _info(size=len(data), etag=md5, checksums={"sha256": "x"}),
+            "parts": _info(size=len(data), etag=f"{md5}-2"),
+        }
+        for name, info in checks.items():
+            mode = VerifyMode.STRICT if name == "strict" else VerifyMode.AUTO
+            digest = FileDigest(choose_check(info, mode), ranges)
+            assert not digest.needs_md5_only, name
+        inline = FileDigest(self._digest(data).check, ranges, inline_limit=1 << 20)
+        assert not inline.needs_md5_only
