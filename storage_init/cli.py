@@ -272,8 +272,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from . import api  # noqa: F401  (the engine: loaded before the freeze below)
 
     # Everything loaded so far lives until exit: keep the cyclic GC from walking
-    # it again and again while the download allocates.
+    # it again and again while the download allocates. And collect the young
+    # generation less often: every 700 allocations (the default), 1000 small
+    # files cost 130 collections and 0.1-0.2 s of the event loop's time (timed
+    # by hand with gc.callbacks; every 10000: 0.02 s, and 2-4 MiB more RSS).
     gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
     try:
         reports, signum = anyio.run(_run, pairs, config, progress, backend="asyncio")
     except BaseException as raised:
