@@ -79,15 +79,18 @@ class Slot:
 class Lane(Generic[T, R]):
     """Up to `workers` threads that run ``work(item, slot)`` for each item submitted.
 
-    Each worker thread takes items until the queue is empty, holding one token of
-    `limiter` meanwhile (so requests in flight stay capped with everyone else's).
+    Each worker thread takes items until the queue has stayed empty for `LINGER`
+    seconds, holding one token of `limiter` meanwhile (so requests in flight stay
+    capped with everyone else's); a worker is started only for an item that no
+    idle one will take.
     Results come back to the event loop in batches, to ``finish(batch)`` in a task
     of `tg`: one wake-up of the loop for however many items finished meanwhile,
     where a thread hop per item cost ~110 us of CPU each way.
 
     An exception from `work` (other than through its result) fails the worker's
     task and so `tg`. Cancelling `tg` aborts every worker's slot and waits for its
-    thread: items still queued are never started.
+    thread: items still queued are never started, and results not yet finished
+    stay for `undelivered`.
 
     Args:
         tg: runs the worker tasks and the task that calls `finish`.
