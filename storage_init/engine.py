@@ -57,8 +57,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import anyio
 
@@ -167,8 +166,12 @@ async def _acquire(semaphore: anyio.Semaphore) -> None:
         await semaphore.acquire()
 
 
-@dataclass(frozen=True, slots=True)
-class Pair:
+# NamedTuples and plain classes, not dataclasses: creating a dataclass costs
+# 0.5-2 ms at import (code generated and compiled for its methods), and start-up
+# is part of every download's time (README, "Start-up is mostly imports").
+
+
+class Pair(NamedTuple):
     """One source and the directory it is downloaded into."""
 
     uri: ObjectURI
@@ -176,36 +179,66 @@ class Pair:
     backend: Backend
 
 
-@dataclass(eq=False)
 class _Job:
     """One file being downloaded."""
 
-    pair: Pair
-    rel: str
-    final: Path
-    info: ObjectInfo
-    ranges: list[ByteRange]
-    whole: bool
-    started: float
-    temp: TempFile | None = None
-    digest: FileDigest | None = None
-    #: Set once `digest` is: the check is known before the first byte is written.
-    checked: anyio.Event = field(default_factory=anyio.Event)
-    #: Per range, the next byte to fetch: a retry resumes there.
-    offsets: list[int] = field(default_factory=list)
-    #: Per range, set when all of its bytes are on disk.
-    landed: list[anyio.Event] = field(default_factory=list)
-    #: Ranges still waiting for their first request slot (see `queued_none`).
-    queued: int = 0
-    #: Set once every range has been requested (or had landed before): what has
-    #: not landed yet is in flight.
-    queued_none: anyio.Event = field(default_factory=anyio.Event)
-    #: Completed ranges, for a resume after a kill (large files only).
-    journal: RangeJournal | None = None
-    #: Bytes taken from an interrupted earlier run.
-    resumed: int = 0
-    #: Ranges on disk from an earlier run: hashed from the file, CRCs included.
-    reread: set[int] = field(default_factory=set)
+    __slots__ = (
+        "checked",
+        "digest",
+        "final",
+        "info",
+        "journal",
+        "landed",
+        "offsets",
+        "pair",
+        "queued",
+        "queued_none",
+        "ranges",
+        "rel",
+        "reread",
+        "resumed",
+        "started",
+        "temp",
+        "whole",
+    )
+
+    def __init__(
+        self,
+        pair: Pair,
+        rel: str,
+        final: Path,
+        info: ObjectInfo,
+        ranges: list[ByteRange],
+        whole: bool,
+        started: float,
+    ) -> None:
+        self.pair = pair
+        self.rel = rel
+        self.final = final
+        self.info = info
+        self.ranges = ranges
+        self.whole = whole
+        self.started = started
+        self.temp: TempFile | None = None
+        self.digest: FileDigest | None = None
+        #: Set once `digest` is: the check is known before the first byte is
+        #: written.
+        self.checked = anyio.Event()
+        #: Per range, the next byte to fetch: a retry resumes there.
+        self.offsets: list[int] = []
+        #: Per range, set when all of its bytes are on disk.
+        self.landed: list[anyio.Event] = []
+        #: Ranges still waiting for their first request slot (see `queued_none`).
+        self.queued = 0
+        #: Set once every range has been requested (or had landed before): what
+        #: has not landed yet is in flight.
+        self.queued_none = anyio.Event()
+        #: Completed ranges, for a resume after a kill (large files only).
+        self.journal: RangeJournal | None = None
+        #: Bytes taken from an interrupted earlier run.
+        self.resumed = 0
+        #: Ranges on disk from an earlier run: hashed from the file, CRCs included.
+        self.reread: set[int] = set()
 
     @property
     def uri(self) -> str:
@@ -222,8 +255,7 @@ class _Job:
         self.checked.set()
 
 
-@dataclass(eq=False, slots=True)
-class _File:
+class _File(NamedTuple):
     """A listed file on its way to the lane or the per-file path."""
 
     pair: Pair
@@ -244,8 +276,7 @@ class _File:
         return self.pair, self.rel, self.info, self.files, self.manifest
 
 
-@dataclass(eq=False, slots=True)
-class _Small:
+class _Small(NamedTuple):
     """A file in the lane: its request, prepared on the event loop."""
 
     file: _File
@@ -258,16 +289,17 @@ class _Small:
         return self.file.pair.dest / self.path
 
 
-@dataclass(eq=False, slots=True)
 class _Unhashed:
     """A small file written whole, whose MD5 waits to share a kernel call."""
 
-    temp: TempFile
-    digest: FileDigest
+    __slots__ = ("digest", "temp")
+
+    def __init__(self, temp: TempFile, digest: FileDigest) -> None:
+        self.temp = temp
+        self.digest = digest
 
 
-@dataclass(slots=True)
-class _SmallResult:
+class _SmallResult(NamedTuple):
     """What the lane made of a file: a report, an error, or a file to hash.
 
     The error sends the file the per-file way; a file to hash waits for others
