@@ -8,14 +8,15 @@ writes the body, checks it and renames the file. Asyncio only (`run_abortable`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import queue
 import threading
-from collections import deque
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 import anyio
 
-from ._threads import run_abortable
+from ._threads import prestart, run_abortable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -39,6 +40,10 @@ R = TypeVar("R")
 LINGER = 1.0
 
 
+#: Put in the queue to send one waiting worker away.
+_STOP = object()
+
+
 class StoppedError(Exception):
     """The lane's worker was told to stop (its task was cancelled)."""
 
@@ -48,8 +53,6 @@ class Slot:
 
     def __init__(self) -> None:
         self.stopped = False
-        #: Set by the worker thread as it leaves (no longer counted as running).
-        self.exited = False
         self._current: BlockingGet | None = None
 
     def start(self, get: BlockingGet) -> None:
@@ -114,12 +117,20 @@ class Lane(Generic[T, R]):
         self._work = work
         self._finish = finish
         self._loop = asyncio.get_running_loop()
-        self._cond = threading.Condition(threading.Lock())
-        self._queue: deque[T] = deque()
+        # Queues, not a list under a lock: the event loop never waits for a lock
+        # a worker holds (a worker preempted while holding it kept the loop
+        # waiting for the GIL too: ~0.2-0.4 s per 1000 small files in
+        # `Condition.__enter__`, cProfile of the loop's thread).
+        #: Items for the workers, and `_STOP`s that send a waiting one away.
+        self._queue: queue.SimpleQueue[T | object] = queue.SimpleQueue()
+        #: Results for `_collect`.
+        self._done: queue.SimpleQueue[tuple[T, R]] = queue.SimpleQueue()
+        #: Worker tasks started and not finished (changed on the event loop only).
         self._running = 0
-        #: Workers waiting for an item (lingering).
+        #: Workers waiting for an item (changed by workers, under `_idle_lock`).
         self._idle = 0
-        self._done: list[tuple[T, R]] = []
+        self._idle_lock = threading.Lock()
+        self._prestarted = False
         self._wake_pending = False
         self._closed = False
         self._wake = anyio.Event()
@@ -127,16 +138,18 @@ class Lane(Generic[T, R]):
 
     def submit(self, item: T) -> None:
         """Queue `item` (from the event loop); a worker takes it when one is free."""
-        with self._cond:
-            self._queue.append(item)
-            self._cond.notify()
-            # Only for items no idle worker will take: one started per item
-            # found nothing to take when an idle worker was quicker, left, and
-            # was started again (see `LINGER`).
-            spawn = len(self._queue) > self._idle and self._running < self._max_workers
-            if spawn:
-                self._running += 1
-        if spawn:
+        self._queue.put(item)
+        self._spawn_if_needed()
+
+    def _spawn_if_needed(self) -> None:
+        # Only for items no idle worker will take: one started per item found
+        # nothing to take when an idle worker was quicker, left, and was
+        # started again (see `LINGER`).
+        if self._queue.qsize() > self._idle and self._running < self._max_workers:
+            self._running += 1
+            if not self._prestarted:
+                self._prestarted = True
+                prestart(self._max_workers)
             self._tg.start_soon(self._worker)
 
     def undelivered(self) -> list[tuple[T, R]]:
@@ -145,15 +158,13 @@ class Lane(Generic[T, R]):
         For the caller to release what they hold, once the group has exited
         (every worker thread has returned then).
         """
-        with self._cond:
-            batch, self._done = self._done, []
-        return batch
+        return _drain(self._done)
 
     def close(self) -> None:
         """No more items: the collecting task returns once it has finished them all."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+        self._closed = True
+        for _ in range(self._running):
+            self._queue.put(_STOP)  # after the items: each worker leaves at one
         self._wake.set()
 
     async def _worker(self) -> None:
@@ -163,45 +174,37 @@ class Lane(Generic[T, R]):
                 take = functools.partial(self._take, slot)
                 await run_abortable(take, functools.partial(self._abort, slot))
         finally:
-            # Cancelled before its thread ran: `_take` did not count it out.
-            # (Once started, the thread is waited for, so this is not a race.)
-            if not slot.exited:
-                with self._cond:
-                    self._running -= 1
+            # The thread has returned (or never ran): counted out here, on the
+            # loop, which then starts another if items came meanwhile.
+            self._running -= 1
+            if not slot.stopped and not self._closed:
+                self._spawn_if_needed()
 
     def _abort(self, slot: Slot) -> None:
         slot.abort()
-        with self._cond:
-            self._cond.notify_all()  # a lingering worker leaves at once
+        self._queue.put(_STOP)  # a waiting worker leaves at once
 
     def _take(self, slot: Slot) -> None:
-        """A worker thread: run items until the queue is empty."""
-        try:
-            while True:
-                with self._cond:
-                    if not (self._queue or self._closed or slot.stopped):
-                        # Waits again after a wake-up whose item another worker
-                        # took first (a worker left so ~120 times per 1000 files).
-                        self._idle += 1
-                        self._cond.wait_for(
-                            lambda: self._queue or self._closed or slot.stopped,
-                            LINGER,
-                        )
-                        self._idle -= 1
-                    if not self._queue or slot.stopped:
-                        return
-                    item = self._queue.popleft()
-                result = self._work(item, slot)
-                with self._cond:
-                    self._done.append((item, result))
-                    wake = not self._wake_pending
-                    self._wake_pending = True
-                if wake:
-                    self._loop.call_soon_threadsafe(self._set_wake)
-        finally:
-            with self._cond:
-                self._running -= 1
-                slot.exited = True
+        """A worker thread: run items until none comes for `LINGER` seconds."""
+        while not slot.stopped:
+            with self._idle_lock:
+                self._idle += 1
+            try:
+                item = self._queue.get(timeout=LINGER)
+            except queue.Empty:
+                return
+            finally:
+                with self._idle_lock:
+                    self._idle -= 1
+            if item is _STOP or slot.stopped:
+                return
+            result = self._work(cast("T", item), slot)
+            self._done.put((cast("T", item), result))
+            # Cleared by `_collect` before it drains: a result put after its
+            # drain always finds the flag down and wakes it.
+            if not self._wake_pending:
+                self._wake_pending = True
+                self._loop.call_soon_threadsafe(self._set_wake)
 
     def _set_wake(self) -> None:
         self._wake.set()
@@ -210,11 +213,19 @@ class Lane(Generic[T, R]):
         while True:
             await self._wake.wait()
             self._wake = anyio.Event()
-            with self._cond:
-                batch, self._done = self._done, []
-                self._wake_pending = False
+            self._wake_pending = False
+            batch = _drain(self._done)
             if batch:
                 self._finish(batch)
             # Closed once every submitter has seen its items finished: none is left.
             if self._closed:
                 return
+
+
+def _drain(results: queue.SimpleQueue[tuple[T, R]]) -> list[tuple[T, R]]:
+    """Everything in `results` now, without waiting."""
+    batch = []
+    with contextlib.suppress(queue.Empty):
+        while True:
+            batch.append(results.get_nowait())
+    return batch
