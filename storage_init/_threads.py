@@ -78,10 +78,16 @@ def prestart(count: int) -> None:
             barrier.wait(_PRESTART_WAIT)
 
     def start_all() -> None:
-        for _ in range(count):
-            _executor.submit(hold)
-        with contextlib.suppress(threading.BrokenBarrierError):
+        try:
+            for _ in range(count):
+                _executor.submit(hold)
             barrier.wait(_PRESTART_WAIT)
+        except (RuntimeError, threading.BrokenBarrierError):
+            # The interpreter is exiting (no new work: a run this short ends
+            # before its threads are started), or not all could start: the
+            # held ones are let go at once, not after the wait (an exit had
+            # waited for them).
+            barrier.abort()
 
     helper = threading.Thread(target=start_all, name="storage-init-prestart")
     helper.daemon = True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,3 +33,32 @@ def test_prestart_starts_threads_without_blocking(
             time.sleep(0.01)
     finally:
         executor.shutdown()
+
+
+def test_exit_right_after_prestart_is_not_held_up() -> None:
+    """A process that ends while threads are still being started exits at once.
+
+    (The executor refuses new work at exit; the threads already held were kept
+    for the barrier's whole wait, 2 s, and the helper's error was printed.)
+    """
+    # Submits after the 8th slowed: the exit comes while 8 threads are held
+    # and the rest are still being started.
+    code = (
+        "import time\n"
+        "from storage_init import _threads\n"
+        "submit, made = _threads._executor.submit, []\n"
+        "def slow(*args):\n"
+        "    made.append(1)\n"
+        "    if len(made) > 8:\n"
+        "        time.sleep(0.05)\n"
+        "    return submit(*args)\n"
+        "_threads._executor.submit = slow\n"
+        "_threads.prestart(64)\n"
+        "time.sleep(0.1)\n"
+    )
+    begun = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert time.monotonic() - begun < 1.5
+    assert done.stderr == ""
