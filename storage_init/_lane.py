@@ -35,8 +35,8 @@ R = TypeVar("R")
 #: limiter token and thread back). The listing submits files one by one, and in
 #: bursts (a page at a time): with 10 ms here, workers left between them and were
 #: started again (a task, a limiter token and a thread hop each; 1000 files of
-#: 100 KiB started 150-770 workers where 64 were allowed). `close` sends the
-#: idle ones away at once at the end.
+#: 100 KiB started 150-770 workers where 64 were allowed: `benchmarks.lane_probe`).
+#: `close` sends the idle ones away at once at the end.
 LINGER = 1.0
 
 
@@ -120,7 +120,7 @@ class Lane(Generic[T, R]):
         # Queues, not a list under a lock: the event loop never waits for a lock
         # a worker holds (a worker preempted while holding it kept the loop
         # waiting for the GIL too: ~0.2-0.4 s per 1000 small files in
-        # `Condition.__enter__`, cProfile of the loop's thread).
+        # `Condition.__enter__`: `benchmarks.lane_probe --profile`).
         #: Items for the workers, and `_STOP`s that send a waiting one away.
         self._queue: queue.SimpleQueue[T | object] = queue.SimpleQueue()
         #: Results for `_collect`.

@@ -65,7 +65,7 @@ def prestart(count: int) -> None:
     `Thread.start` waits until the new thread runs, and in a busy process that
     means waiting for the GIL: an event loop that started the lane's 64 workers
     one by one, as files came, spent ~0.27 s blocked so per 1000 small files
-    (cProfile of the loop's thread: `Condition.wait` under `Thread.start`).
+    (`benchmarks.lane_probe --profile`: `Condition.wait` under `Thread.start`).
     Started ahead, the threads are idle when the loop submits work, and the
     executor reuses them. Returns at once; best effort (threads busy with other
     work may leave fewer started).

@@ -275,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # it again and again while the download allocates. And collect the young
     # generation less often: every 700 allocations (the default), 1000 small
     # files cost 130 collections and 0.1-0.2 s of the event loop's time (timed
-    # by hand with gc.callbacks; every 10000: 0.02 s, and 2-4 MiB more RSS).
+    # by `benchmarks.lane_probe`; every 10000: 0.02 s, and 2-4 MiB more RSS).
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
     try:

@@ -68,6 +68,14 @@ def _config(server: S3Server, **transfer: object) -> StorageConfig:
     )
 
 
+def _proxied(server: S3Server, endpoint: str) -> StorageConfig:
+    """Requests through the fault proxy at `endpoint`; 5 MiB parts."""
+    return StorageConfig(
+        s3=_options(server, endpoint_url=endpoint),
+        transfer=TransferConfig(part_size=5 * MiB),
+    )
+
+
 class TestS3Conformance(BackendConformance):
     @pytest.fixture
     async def backend(self, s3_server: S3Server) -> AsyncIterator[S3Backend]:
@@ -198,10 +206,7 @@ class TestS3Download:
         seeder.put(f"flip/{size}.bin", os.urandom(size), **kwargs)
         faults = Faults(flip_at=200_000)
         with fault_proxy(s3_server.endpoint, faults) as proxy:
-            config = StorageConfig(
-                s3=_options(s3_server, endpoint_url=proxy.endpoint),
-                transfer=TransferConfig(part_size=5 * MiB),
-            )
+            config = _proxied(s3_server, proxy.endpoint)
             with pytest.raises(IntegrityError, match="mismatch"):
                 await download(
                     f"s3://{s3_server.bucket}/flip/{size}.bin", tmp_path, config=config
@@ -244,10 +249,7 @@ class TestS3Download:
             seeder.put(f"md5-flip/{name}", data)
         faults = Faults(flip_at=30_000, budget=1)
         with fault_proxy(s3_server.endpoint, faults) as proxy:
-            config = StorageConfig(
-                s3=_options(s3_server, endpoint_url=proxy.endpoint),
-                transfer=TransferConfig(part_size=5 * MiB),
-            )
+            config = _proxied(s3_server, proxy.endpoint)
             with pytest.raises(IntegrityError, match="MD5 ETag mismatch"):
                 await download(
                     f"s3://{s3_server.bucket}/md5-flip", tmp_path, config=config

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 from tests.conftest import ROOT
+from tests.s3util import S3Seeder
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -101,3 +104,37 @@ def test_kernels_benchmark_runs(tmp_path) -> None:
     assert any("MD5 x16 lanes" in r for r in measured)
     assert any("crc64nvme, storage-init" in r for r in measured)
     assert all(float(r.rsplit("|", 2)[1]) > 0 for r in measured)
+
+
+def test_lane_probe_runs(s3_server, tmp_path) -> None:
+    """The small-file probe downloads, and counts what it says it counts."""
+    seeder = S3Seeder(s3_server)
+    for i in range(20):
+        seeder.put(f"probe/f{i:02d}.bin", os.urandom(10_000))  # MD5 ETags
+    dest = tmp_path / "dest"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.lane_probe",
+            f"s3://{s3_server.bucket}/probe",
+            str(dest),
+            "--profile",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **s3_server.env()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("exit 0"), result.stdout
+    assert len([p for p in dest.iterdir() if p.suffix == ".bin"]) == 20
+    workers = re.search(r"lane workers started: (\d+)", result.stdout)
+    calls = re.search(r"MD5 kernel calls: (\d+)", result.stdout)
+    assert workers is not None
+    assert calls is not None
+    assert int(workers.group(1)) >= 1
+    assert int(calls.group(1)) >= 1, result.stdout
+    assert "ncalls" in result.stdout  # the loop's profile

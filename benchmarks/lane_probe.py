@@ -1,0 +1,133 @@
+"""Where one storage-init run spends its time on many small files: one run, in process.
+
+The README's by-hand figures for the small-file path come from this: it runs the
+command line in this process and reports
+
+- the cyclic GC: collections per generation and the time they took
+  (`gc.callbacks`, CPU time of the collecting thread);
+- the lane: how many worker tasks it started;
+- hashing: CPU seconds of the threads in the MD5 kernel's calls
+  (`md5x16_mapped`) and in hashlib's read-backs (`hash_written_range`);
+- with ``--profile``: cProfile of the event loop's thread (where it waits:
+  locks, thread starts), the top entries by own time.
+
+Run it from a checkout (``PYTHONPATH=CHECKOUT``) to compare code: what a checkout
+lacks is reported as absent. The figures vary with the machine's load; compare
+runs alternated by hand, or use `benchmarks.alternate` for wall and CPU time.
+
+usage: python -m benchmarks.lane_probe URL DEST [--profile]
+(the endpoint and keys from the environment, as for storage-init)
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import io
+import pstats
+import resource
+import sys
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+
+class _ThreadCpu:
+    """Total thread CPU seconds spent in calls to wrapped functions."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def wrap(self, func: Any) -> Any:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                spent = time.thread_time() - started
+                with self._lock:
+                    self.seconds += spent
+                    self.calls += 1
+
+        return timed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("url")
+    parser.add_argument("dest")
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+
+    gc_seconds: dict[int, float] = {}
+    gc_count: Counter[int] = Counter()
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_started[0] = time.thread_time()
+        else:
+            spent = time.thread_time() - gc_started[0]
+            gen = info["generation"]
+            gc_seconds[gen] = gc_seconds.get(gen, 0.0) + spent
+            gc_count[info["generation"]] += 1
+
+    from storage_init import _lane, _md5lanes, verify
+    from storage_init.cli import main as cli_main
+
+    kernel_cpu, readback_cpu = _ThreadCpu(), _ThreadCpu()
+    kernel = _md5lanes._kernel()
+    if kernel is not None:
+        kernel.spans = kernel_cpu.wrap(kernel.spans)
+    verify.FileDigest.hash_written_range = readback_cpu.wrap(  # type: ignore[method-assign]
+        verify.FileDigest.hash_written_range
+    )
+    workers = [0]
+    start_worker = _lane.Lane._worker
+
+    async def counted(self: Any) -> None:
+        workers[0] += 1
+        await start_worker(self)
+
+    _lane.Lane._worker = counted  # type: ignore[method-assign]
+
+    gc.callbacks.append(on_gc)
+    profile = cProfile.Profile() if args.profile else None
+    sys.argv = ["storage-init", args.url, args.dest]
+    started = time.perf_counter()
+    if profile is not None:
+        profile.enable()
+    try:
+        code = cli_main()
+    finally:
+        if profile is not None:
+            profile.disable()
+    wall = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(
+        f"exit {code}  wall {wall:.2f} s  user {usage.ru_utime:.2f}"
+        f"  system {usage.ru_stime:.2f}  (whole process, imports included)\n"
+        "gc: "
+        + "  ".join(
+            f"gen{g} {gc_count[g]} collections {gc_seconds[g]:.3f} s"
+            for g in sorted(gc_count)
+        )
+        + f"\nlane workers started: {workers[0]}\n"
+        f"MD5 kernel calls: {kernel_cpu.calls}, {kernel_cpu.seconds:.3f} CPU s"
+        + ("" if kernel is not None else " (kernel not built)")
+        + f"\nhashlib read-backs: {readback_cpu.calls},"
+        f" {readback_cpu.seconds:.3f} CPU s"
+    )
+    if profile is not None:
+        out = io.StringIO()
+        pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(15)
+        print(out.getvalue())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
