@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 
 __all__ = ["make_dirs", "open_temp", "prepare_dest", "sweep_partials"]
 
+#: Journals of earlier versions (a JSON document, rewritten through a ``.tmp``
+#: file): no run resumes from them any more, so they are swept like orphans.
+_OLD_JOURNALS = (PARTIAL_SUFFIX + ".json", PARTIAL_SUFFIX + ".json.tmp")
+
 
 def prepare_dest(dest: Path, manifest: Manifest) -> None:
     """Load the manifest; delete temp files a killed run left that cannot resume."""
@@ -30,6 +34,8 @@ def prepare_dest(dest: Path, manifest: Manifest) -> None:
                 orphan = name + JOURNAL_SUFFIX not in present
             elif name.endswith(journal_suffix):
                 orphan = name.removesuffix(JOURNAL_SUFFIX) not in present
+            elif name.endswith(_OLD_JOURNALS):
+                orphan = True
             else:
                 continue
             if orphan and name.startswith("."):
@@ -38,7 +44,7 @@ def prepare_dest(dest: Path, manifest: Manifest) -> None:
 
 def sweep_partials(dest: Path) -> None:
     """After a pair completed: delete resumable leftovers no file claimed."""
-    suffixes = (PARTIAL_SUFFIX, PARTIAL_SUFFIX + JOURNAL_SUFFIX)
+    suffixes = (PARTIAL_SUFFIX, PARTIAL_SUFFIX + JOURNAL_SUFFIX, *_OLD_JOURNALS)
     for root, _, names in os.walk(dest):
         for name in names:
             if name.startswith(".") and name.endswith(suffixes):

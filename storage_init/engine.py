@@ -78,7 +78,7 @@ from ._resume import resume_token
 from ._retry import RetryBudget
 from ._threads import run_abortable
 from .archive import extract, is_archive
-from .backends._base import BlockingBody, FetchedFile
+from .backends._base import BlockingBody, FetchedFile, as_blocking
 from .errors import (
     IntegrityError,
     NetworkError,
@@ -1085,12 +1085,13 @@ class Engine:
         Bytes read but not yet written when an error strikes are dropped; the retry
         fetches them again (at most one chunk).
         """
-        if isinstance(body, BlockingBody):
+        blocking = as_blocking(body)
+        if blocking is not None:
             started = job.offsets[index]
             try:
                 await run_abortable(
-                    functools.partial(self._pump_blocking, job, index, body),
-                    body.abort,
+                    functools.partial(self._pump_blocking, job, index, blocking),
+                    blocking.abort,
                 )
             finally:
                 self._bytes_done += job.offsets[index] - started

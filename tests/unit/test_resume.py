@@ -11,6 +11,7 @@ from storage_init import (
     TransferConfig,
     download,
 )
+from storage_init._resume import RangeJournal
 from storage_init.backends.memory import MemoryBackend
 from storage_init.engine import Engine
 from storage_init.models import MiB
@@ -51,7 +52,7 @@ async def _killed_run(tmp_path: Path, store: DyingBackend, monkeypatch) -> None:
             )
     names = os.listdir(tmp_path)
     assert any(n.endswith(".partial") for n in names)
-    assert any(n.endswith(".partial.json") for n in names)
+    assert any(n.endswith(".partial.journal") for n in names)
 
 
 class TestResume:
@@ -118,8 +119,74 @@ class TestResume:
         store = MemoryBackend()
         store.put("b", "big.bin", os.urandom(SIZE))
         (tmp_path / ".big.bin.0123456789abcdef.partial").write_bytes(b"x")
-        (tmp_path / ".gone.bin.fedcba9876543210.partial.json").write_text("{}")
+        (tmp_path / ".gone.bin.fedcba9876543210.partial.journal").write_text("t\n")
+        # An earlier version's journal, and its temp file: nothing resumes from them.
+        (tmp_path / ".old.bin.0123456789abcdef.partial.json").write_text("{}")
+        (tmp_path / ".old.bin.0123456789abcdef.partial.json.tmp").write_text("{}")
         await download(
             "memory://b/big.bin", tmp_path, config=_config(), backends={"memory": store}
         )
         assert not [n for n in os.listdir(tmp_path) if ".partial" in n]
+
+
+class TestRangeJournal:
+    """The journal's file: appended a line per range, read back safely."""
+
+    def test_records_append_and_load_back(self, tmp_path: Path) -> None:
+        path = tmp_path / ".f.tok.partial.journal"
+        journal = RangeJournal(path, "tok")
+        for index in (3, 0, 7):
+            journal.record(index)
+        assert path.read_text() == "tok\n3\n0\n7\n"
+        again = RangeJournal(path, "tok")
+        again.load()
+        assert again.done == {0, 3, 7}
+        journal.remove()
+        assert not path.exists()
+
+    def test_torn_last_line_is_not_counted_nor_extended(self, tmp_path: Path) -> None:
+        """A kill mid-append leaves "1" of "12": not range 1, and not "13" later."""
+        path = tmp_path / ".f.tok.partial.journal"
+        path.write_text("tok\n4\n1")
+        journal = RangeJournal(path, "tok")
+        journal.load()
+        assert journal.done == {4}
+        journal.record(3)
+        again = RangeJournal(path, "tok")
+        again.load()
+        assert again.done == {3, 4}
+        assert path.read_text() == "tok\n4\n3\n"
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "other\n1\n2\n",  # another download's token
+            "tok",  # the token line cut short: not even the header is whole
+            "tok\n1\nx\n2\n",  # a line that is no range
+            '{"token": "tok", "done": [1]}',  # an earlier version's JSON
+            "tok\n\xff\n",  # not text
+        ],
+    )
+    def test_foreign_or_corrupt_journal_is_empty_and_deleted(
+        self, tmp_path: Path, text: str
+    ) -> None:
+        path = tmp_path / ".f.tok.partial.journal"
+        path.write_bytes(text.encode("latin-1"))
+        journal = RangeJournal(path, "tok")
+        journal.load()
+        assert journal.done == set()
+        assert not path.exists()
+        journal.record(5)  # a new journal, whole
+        assert path.read_text() == "tok\n5\n"
+
+    def test_missing_journal_is_empty(self, tmp_path: Path) -> None:
+        journal = RangeJournal(tmp_path / ".f.tok.partial.journal", "tok")
+        journal.load()
+        assert journal.done == set()
+
+    def test_unwritable_journal_only_warns(self, tmp_path: Path, caplog) -> None:
+        """The download goes on without it; only a later resume would need it."""
+        journal = RangeJournal(tmp_path / "missing-dir" / "j.journal", "tok")
+        journal.record(1)
+        assert journal.done == {1}
+        assert "cannot update" in caplog.text
