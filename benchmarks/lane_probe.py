@@ -3,6 +3,8 @@
 The README's by-hand figures for the small-file path come from this: it runs the
 command line in this process and reports
 
+- context switches, voluntary and involuntary (``getrusage``): a thread that
+  waits for the GIL, or for a lock, sleeps and is woken, one switch each;
 - the cyclic GC: collections per generation and the time they took
   (`gc.callbacks`, CPU time of the collecting thread);
 - the lane: how many worker tasks it started;
@@ -111,6 +113,7 @@ def main() -> int:
     print(
         f"exit {code}  wall {wall:.2f} s  user {usage.ru_utime:.2f}"
         f"  system {usage.ru_stime:.2f}  (whole process, imports included)\n"
+        f"context switches: {usage.ru_nvcsw} voluntary, {usage.ru_nivcsw} involuntary\n"
         "gc: "
         + "  ".join(
             f"gen{g} {gc_count[g]} collections {gc_seconds[g]:.3f} s"

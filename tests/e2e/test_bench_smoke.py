@@ -137,4 +137,5 @@ def test_lane_probe_runs(s3_server, tmp_path) -> None:
     assert calls is not None
     assert int(workers.group(1)) >= 1
     assert int(calls.group(1)) >= 1, result.stdout
+    assert re.search(r"context switches: \d+ voluntary", result.stdout)
     assert "ncalls" in result.stdout  # the loop's profile
