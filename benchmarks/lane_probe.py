@@ -4,7 +4,8 @@ The README's by-hand figures for the small-file path come from this: it runs the
 command line in this process and reports
 
 - context switches, voluntary and involuntary (``getrusage``): a thread that
-  waits for the GIL, or for a lock, sleeps and is woken, one switch each;
+  waits for the GIL, or for a lock, sleeps and is woken, one switch each
+  (``--switch-interval`` changes how soon a waiting thread asks for the GIL);
 - the cyclic GC: collections per generation and the time they took
   (`gc.callbacks`, CPU time of the collecting thread);
 - the lane: how many worker tasks it started;
@@ -17,7 +18,7 @@ Run it from a checkout (``PYTHONPATH=CHECKOUT``) to compare code: what a checkou
 lacks is reported as absent. The figures vary with the machine's load; compare
 runs alternated by hand, or use `benchmarks.alternate` for wall and CPU time.
 
-usage: python -m benchmarks.lane_probe URL DEST [--profile]
+usage: python -m benchmarks.lane_probe URL DEST [--profile] [--switch-interval S]
 (the endpoint and keys from the environment, as for storage-init)
 """
 
@@ -63,7 +64,15 @@ def main() -> int:
     parser.add_argument("url")
     parser.add_argument("dest")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        help="seconds (sys.setswitchinterval; Python's default 0.005): how often a"
+        " thread waiting for the GIL asks for it",
+    )
     args = parser.parse_args()
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
 
     gc_seconds: dict[int, float] = {}
     gc_count: Counter[int] = Counter()

@@ -67,8 +67,11 @@ def prestart(count: int) -> None:
     one by one, as files came, spent ~0.27 s blocked so per 1000 small files
     (`benchmarks.lane_probe --profile`: `Condition.wait` under `Thread.start`).
     Started ahead, the threads are idle when the loop submits work, and the
-    executor reuses them. Returns at once; best effort (threads busy with other
-    work may leave fewer started).
+    executor reuses them. Until the last of them has started, none counts as
+    idle: a submit meanwhile waits for the executor's lock (which the helper
+    holds while it starts each thread) and may start a thread of its own, so the
+    lane's first files can still cost the loop that wait. Returns at once; best
+    effort (threads busy with other work may leave fewer started).
     """
     barrier = threading.Barrier(count + 1)
 

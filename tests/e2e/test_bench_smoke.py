@@ -120,6 +120,8 @@ def test_lane_probe_runs(s3_server, tmp_path) -> None:
             f"s3://{s3_server.bucket}/probe",
             str(dest),
             "--profile",
+            "--switch-interval",
+            "0.005",
         ],
         cwd=ROOT,
         env={**os.environ, **s3_server.env()},
