@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -414,7 +415,7 @@ class Engine:
         self._io = anyio.CapacityLimiter(cfg.io_concurrency)
         self._open: set[_Job] = set()
         #: Directories known to exist (created or seen by this run).
-        self._dirs: set[Path] = set()
+        self._dirs: set[str] = set()
         self._started = time.monotonic()
         self._bytes_done = 0
         self._bytes_total = 0
@@ -657,10 +658,11 @@ class Engine:
         info = small.file.info
         get = small.get
         cfg = self._cfg
+        final = small.final  # (a property that joins paths)
         temp: TempFile | None = None
         try:
             slot.start(get)
-            temp = self._small_temp(small.final, info.size)
+            temp = self._small_temp(final, info.size)
             # The CRC a response without checksum fields gets: the listing's.
             listed = listed_crc(info)
             default = -1 if listed is None or listed.native is None else listed.native
@@ -668,7 +670,7 @@ class Engine:
                 temp.fd,
                 info.size,
                 default_crc=default,
-                path=small.final,
+                path=final,
                 chunk=cfg.chunk_size,
                 timeout=cfg.stall_timeout,
             )
@@ -713,10 +715,12 @@ class Engine:
         Raises:
             LocalIOError: they cannot be made.
         """
-        if final.parent in self._dirs:
+        # Strings: `Path.parent` is a parse (see `TempFile`).
+        directory = os.path.dirname(final)  # noqa: PTH120
+        if directory in self._dirs:
             return TempFile(final, size, preallocate=False)
         temp, _ = open_temp(final, size, False, None)
-        self._dirs.add(final.parent)
+        self._dirs.add(directory)
         return temp
 
     def _adopt_fetched(self, digest: FileDigest, fetched: FetchedFile, fd: int) -> None:
@@ -854,7 +858,7 @@ class Engine:
         if check is not None:
             job.set_check(check, inline_limit=INLINE_HASH_LIMIT)
         small = len(ranges) == 1
-        if small and final.parent in self._dirs:
+        if small and os.path.dirname(final) in self._dirs:  # noqa: PTH120
             # Small files: open and rename on the loop. Both are single metadata
             # syscalls, cheaper than the two thread hops they would cost, which
             # dominated a model of 1000 small files. (Opening and renaming them
@@ -869,7 +873,7 @@ class Engine:
                 open_temp, final, info.size, not small, token
             )
             job.temp = temp
-            self._dirs.add(final.parent)
+            self._dirs.add(os.path.dirname(final))  # noqa: PTH120
         self._open.add(job)
         if job.journal is not None:
             self._adopt_journal(job)

@@ -211,6 +211,42 @@ async def test_headers_any_case_repeated_fields_joined() -> None:
         pool.release(response)
 
 
+@pytest.mark.parametrize(
+    ("url", "key", "line", "host"),
+    [
+        ("http://h:81/b/k?x=1", ("http", "h", 81), "GET /b/k?x=1", "h:81"),
+        ("HTTPS://H/b/k%2F", ("https", "h", 443), "GET /b/k%2F", "H"),
+        ("http://u:p@h/k", ("http", "h", 80), "GET /k", "h"),
+        ("http://[::1]:9/k", ("http", "::1", 9), "GET /k", "[::1]:9"),
+        ("http://h", ("http", "h", 80), "GET /", "h"),
+        ("http://h?q=/a", ("http", "h", 80), "GET /?q=/a", "h"),
+        ("http://h/k#frag", ("http", "h", 80), "GET /k", "h"),
+    ],
+)
+def test_request_target_and_key(
+    url: str, key: tuple[str, str, int], line: str, host: str
+) -> None:
+    """Every shape of URL gives the key and target urlsplit would, cached or not."""
+    for _ in range(2):  # the second time from the origin's cache
+        got_key, request = wire._request(url, {"A": "b"}, "GET")
+        assert got_key == key
+        assert request == f"{line} HTTP/1.1\r\nHost: {host}\r\nA: b\r\n\r\n".encode()
+
+
+def test_request_bad_port_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"[Pp]ort"):
+        wire._request("http://h:x/k", {}, "GET")
+
+
+def test_headers_get_and_in_any_case() -> None:
+    headers = wire.Headers({"etag": '"e"'})
+    assert headers.get("ETag") == '"e"'
+    assert headers.get("Missing", "d") == "d"
+    assert "ETAG" in headers
+    assert "other" not in headers
+    assert object() not in headers  # not a name: no lookup
+
+
 async def test_connection_close_among_other_options() -> None:
     """``Connection: close`` in a list of options (or a repeated field) is seen."""
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive\r\n"
