@@ -61,6 +61,7 @@ import time
 from typing import TYPE_CHECKING, NamedTuple
 
 import anyio
+import anyio.lowlevel
 
 from ._lane import Lane, Slot, StoppedError
 from ._local import (
@@ -511,6 +512,8 @@ class Engine:
                         await _acquire(self._lane_window)
                         lane_ok = await self._submit_small(file)
                         if lane_ok:
+                            if self._lane.starting:
+                                await anyio.lowlevel.checkpoint()
                             continue
                         self._lane_window.release()
                     # Bound open files (and tasks) while the listing streams on.

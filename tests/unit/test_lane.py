@@ -7,6 +7,7 @@ import time
 from typing import NoReturn
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from storage_init import _lane
@@ -113,6 +114,28 @@ async def test_idle_workers_take_items_before_new_ones_start() -> None:
         lane.close()
     assert finished == list(range(30))
     assert workers == 1
+
+
+async def test_starting_until_the_loop_runs_the_new_workers() -> None:
+    """`starting` asks a submitter that never awaits to yield: workers wait for it."""
+    ran = threading.Event()
+
+    def work(item: int, slot: Slot) -> int:
+        ran.set()
+        return item
+
+    async with anyio.create_task_group() as tg:
+        lane: Lane[int, int] = Lane(tg, anyio.CapacityLimiter(4), 4, work, print)
+        before = lane.starting
+        for i in range(3):
+            lane.submit(i)
+        assert (before, lane.starting) == (False, True)
+        assert not ran.wait(0.05)  # no worker thread before the loop runs
+        with anyio.fail_after(5):
+            while lane.starting:
+                await anyio.lowlevel.checkpoint()
+        assert ran.wait(5)  # its thread runs without the loop
+        lane.close()
 
 
 async def test_limiter_tokens_are_held_while_working() -> None:

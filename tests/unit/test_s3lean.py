@@ -136,3 +136,20 @@ def test_list_page_last_page_and_wrong_document() -> None:
     assert parse_list_page(last) == ([], None)
     with pytest.raises(ValueError, match="ListBucketResult"):
         parse_list_page(b"<Error><Code>x</Code></Error>")
+
+
+def test_list_page_raw_keys_and_objects_without_size() -> None:
+    """Without EncodingType keys are taken as they are; an object needs a size."""
+    raw = (
+        b"<ListBucketResult><Contents><Key>a%2B+b</Key><Size>3</Size></Contents>"
+        b"<IsTruncated>true</IsTruncated></ListBucketResult>"
+    )
+    infos, token = parse_list_page(raw)
+    assert [(i.key, i.size, i.etag) for i in infos] == [("a%2B+b", 3, None)]
+    assert token is None  # truncated, yet no token: nothing more to ask for
+    for broken in (b"<Key>k</Key>", b"<Size>1</Size>"):
+        body = (
+            b"<ListBucketResult><Contents>" + broken + b"</Contents></ListBucketResult>"
+        )
+        with pytest.raises(ValueError, match="without Key or Size"):
+            parse_list_page(body)
