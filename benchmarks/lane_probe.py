@@ -11,6 +11,10 @@ command line in this process and reports
 - the lane: how many worker tasks it started;
 - hashing: CPU seconds of the threads in the MD5 kernel's calls
   (`md5x16_mapped`) and in hashlib's read-backs (`hash_written_range`);
+- a lane worker's steps per small file, in thread CPU: making the temp file,
+  the native GET (`_recvfile.get_to_file`: send, head, body, write, CRC), the
+  Python around it (`fetch_to_file` less the native call), verifying and
+  renaming (`_verified`), and the whole of `_fetch_small`;
 - with ``--profile``: cProfile of the event loop's thread (where it waits:
   locks, thread starts), the top entries by own time.
 
@@ -87,8 +91,21 @@ def main() -> int:
             gc_seconds[gen] = gc_seconds.get(gen, 0.0) + spent
             gc_count[info["generation"]] += 1
 
-    from storage_init import _lane, _md5lanes, verify
+    from storage_init import _lane, _md5lanes, _recvfile, engine, verify
+    from storage_init.backends import _fetch
     from storage_init.cli import main as cli_main
+
+    steps = {
+        name: _ThreadCpu() for name in ("temp", "native", "fetch", "verified", "whole")
+    }
+    for owner, attr, name in (
+        (engine.Engine, "_small_temp", "temp"),
+        (_recvfile, "get_to_file", "native"),
+        (_fetch._BlockingGet, "fetch_to_file", "fetch"),
+        (engine, "_verified", "verified"),
+        (engine.Engine, "_fetch_small", "whole"),
+    ):
+        setattr(owner, attr, steps[name].wrap(getattr(owner, attr)))
 
     kernel_cpu, readback_cpu = _ThreadCpu(), _ThreadCpu()
     kernel = _md5lanes._kernel()
@@ -132,13 +149,31 @@ def main() -> int:
         f"MD5 kernel calls: {kernel_cpu.calls}, {kernel_cpu.seconds:.3f} CPU s"
         + ("" if kernel is not None else " (kernel not built)")
         + f"\nhashlib read-backs: {readback_cpu.calls},"
-        f" {readback_cpu.seconds:.3f} CPU s"
+        f" {readback_cpu.seconds:.3f} CPU s\n" + _lane_steps(steps)
     )
     if profile is not None:
         out = io.StringIO()
         pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(15)
         print(out.getvalue())
     return 0
+
+
+def _lane_steps(steps: dict[str, _ThreadCpu]) -> str:
+    """One line: a lane worker's thread CPU per small file, step by step (ms)."""
+    files = steps["whole"].calls
+    if not files:
+        return "lane per file: no small file went down the lane"
+
+    def ms(seconds: float) -> str:
+        return f"{1000 * seconds / files:.3f}"
+
+    around = steps["fetch"].seconds - steps["native"].seconds
+    return (
+        f"lane per file ({files} files, thread CPU ms): whole"
+        f" {ms(steps['whole'].seconds)}, temp file {ms(steps['temp'].seconds)},"
+        f" native GET {ms(steps['native'].seconds)}, Python around it"
+        f" {ms(around)}, verify and rename {ms(steps['verified'].seconds)}"
+    )
 
 
 if __name__ == "__main__":

@@ -140,4 +140,5 @@ def test_lane_probe_runs(s3_server, tmp_path) -> None:
     assert int(workers.group(1)) >= 1
     assert int(calls.group(1)) >= 1, result.stdout
     assert re.search(r"context switches: \d+ voluntary", result.stdout)
+    assert re.search(r"lane per file \(20 files, .*native GET \d", result.stdout)
     assert "ncalls" in result.stdout  # the loop's profile
