@@ -14,7 +14,9 @@ command line in this process and reports
 - a lane worker's steps per small file, in thread CPU: making the temp file,
   the native GET (`_recvfile.get_to_file`: send, head, body, write, CRC), the
   Python around it (`fetch_to_file` less the native call), verifying and
-  renaming (`_verified`), and the whole of `_fetch_small`;
+  renaming (`_verified`), and the whole of `_fetch_small` (a file checked by its
+  MD5 ETag is verified and renamed later, by the thread that hashes its batch:
+  its `_verified` is counted, but not in the whole);
 - with ``--profile``: cProfile of the event loop's thread (where it waits:
   locks, thread starts), the top entries by own time.
 

@@ -861,7 +861,8 @@ class Engine:
         if check is not None:
             job.set_check(check, inline_limit=INLINE_HASH_LIMIT)
         small = len(ranges) == 1
-        if small and os.path.dirname(final) in self._dirs:  # noqa: PTH120
+        directory = os.path.dirname(final)  # noqa: PTH120 (see `_small_temp`)
+        if small and directory in self._dirs:
             # Small files: open and rename on the loop. Both are single metadata
             # syscalls, cheaper than the two thread hops they would cost, which
             # dominated a model of 1000 small files. (Opening and renaming them
@@ -876,7 +877,7 @@ class Engine:
                 open_temp, final, info.size, not small, token
             )
             job.temp = temp
-            self._dirs.add(os.path.dirname(final))  # noqa: PTH120
+            self._dirs.add(directory)
         self._open.add(job)
         if job.journal is not None:
             self._adopt_journal(job)
