@@ -8,4 +8,4 @@
  * function's arguments or meaning; a library that answers otherwise is not used.
  */
 
-int kernels_abi(void) { return 4; }
+int kernels_abi(void) { return 5; }

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 # Not "_native.so": Python would import that name as an extension module.
 LIBRARY = Path(__file__).with_name("_kernels.so")
 #: The interface these modules call (``_abi.c``): a library of another is not used.
-ABI = 4
+ABI = 5
 
 
 _U64 = ctypes.c_uint64
@@ -60,6 +60,7 @@ def _declare(native: _Handle) -> _Handle:
         ctypes.c_int,
         ctypes.POINTER(_U64),
         ctypes.c_void_p,  # pthread_mutex_t *, or NULL
+        ctypes.c_int,  # splice
     ]
     native.get_to_file.restype = ctypes.c_int
     native.get_to_file.argtypes = [

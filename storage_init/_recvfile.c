@@ -14,10 +14,24 @@
  * pthread mutex calls are passed in (`struct io`), so the library still links
  * against nothing.
  *
+ * With `splice` set, a body with no CRC to compute (`which` -1: one checked by
+ * an MD5 read back from the file, or not checked) does not pass through the
+ * buffer at all: socket -> pipe -> file by splice(2), one copy in the kernel
+ * where receiving and writing make two, through user space. The 2 x 1 GiB model
+ * with MD5 ETags, by hand (benchmarks.alternate, 5 rounds): 1.19 s of system
+ * time against 1.62, 3.04 s against 3.32. A body with a CRC is received as
+ * before: the CRC must see the bytes, and reading them back from the page cache
+ * (pread, chunk by chunk) cost what the splice saved (4 rounds: 2.14 CPU s
+ * against 2.18). A socket or a file that cannot splice (EINVAL: a file system
+ * without splice_write, a file opened to append) makes the loop go on the
+ * buffered way, losing no byte.
+ *
  * ABI:
  *   int recv_to_file(const struct io *io, int sock, uint8_t *buf, size_t chunk,
  *                    size_t have, int fd, int64_t offset, uint64_t count,
- *                    size_t piece, int which, uint64_t state[3], void *mutex);
+ *                    size_t piece, int which, uint64_t state[3], void *mutex,
+ *                    int splice);
+ *   splice: move a body without a CRC (which -1) by splice(2) (above); 0: never.
  *   have: bytes of the run already in buf (those that came with the response's
  *     head), at most chunk and count: the first chunk is completed after them.
  *     A small body is then one call, not a Python read and its writes.
@@ -76,6 +90,12 @@ struct io {
     int (*lock)(void *mutex);
     int (*unlock)(void *mutex);
     ssize_t (*send)(int fd, const void *buf, size_t n, int flags);
+    ssize_t (*splice)(int in, i64 *in_offset, int out, i64 *out_offset, size_t n,
+                      unsigned flags);
+    int (*pipe2)(int fds[2], int flags);
+    int (*fcntl)(int fd, int cmd, ...);
+    int (*close)(int fd);
+    ssize_t (*read)(int fd, void *buf, size_t n);
 };
 
 u64 crc_update(int which, const u8 *data, size_t n, u64 crc);
@@ -84,6 +104,10 @@ u64 crc_update(int which, const u8 *data, size_t n, u64 crc);
 #define MSG_NOSIGNAL 0x4000
 #define EINTR 4
 #define EIO 5
+#define EINVAL 22
+#define O_CLOEXEC 02000000
+#define F_SETPIPE_SZ 1031
+#define SPLICE_F_MOVE 1
 
 /* Write n bytes of data at offset, `piece` bytes per pwrite at most; 0 or an errno. */
 static int write_all(const struct io *io, int fd, const u8 *data, size_t n,
@@ -101,10 +125,108 @@ static int write_all(const struct io *io, int fd, const u8 *data, size_t n,
     return 0;
 }
 
+/* Move n bytes from the pipe to the file at `at`. Where the file cannot take a
+ * splice (EINVAL), the rest are read into buf (chunk bytes) and written from
+ * there, and *buffered is set. 0 or an errno. */
+static int pipe_to_file(const struct io *io, int pipe_in, int fd, i64 at, size_t n,
+                        u8 *buf, size_t chunk, size_t piece, int *buffered) {
+    size_t moved = 0;
+    while (moved < n && !*buffered) {
+        i64 pos = at + (i64)moved;
+        ssize_t m = io->splice(pipe_in, 0, fd, &pos, n - moved, SPLICE_F_MOVE);
+        if (m > 0) {
+            moved += (size_t)m;
+            continue;
+        }
+        int error = m < 0 ? *io->errno_location() : EIO;
+        if (error == EINTR) continue;
+        if (error != EINVAL) return error;
+        *buffered = 1;
+    }
+    while (moved < n) {
+        size_t want = n - moved < chunk ? n - moved : chunk;
+        ssize_t r = io->read(pipe_in, buf, want);
+        if (r <= 0) {
+            int error = r < 0 ? *io->errno_location() : EIO;
+            if (error == EINTR) continue;
+            return error;
+        }
+        int error = write_all(io, fd, buf, (size_t)r, at + (i64)moved, piece);
+        if (error) return error;
+        moved += (size_t)r;
+    }
+    return 0;
+}
+
+/* recv_to_file's loop by splice, from state[0] on, for a body with no CRC to
+ * compute. Returns as recv_to_file, or 3: the rest is for the buffered loop (a
+ * socket or file that cannot splice, or no pipe to be had). */
+static int splice_to_file(const struct io *io, int sock, u8 *buf, size_t chunk,
+                          int fd, i64 offset, u64 count, size_t piece, u64 state[3],
+                          void *mutex) {
+    int pipe[2];
+    if (io->pipe2(pipe, O_CLOEXEC) < 0) return 3;
+    /* Best effort: the default pipe holds 64 KiB, a chunk's worth moves with
+     * fewer calls. */
+    io->fcntl(pipe[1], F_SETPIPE_SZ, (int)chunk);
+    int status = 0, buffered = 0;
+    while (state[0] < count && !buffered) {
+        u64 left = count - state[0];
+        size_t want = left < chunk ? (size_t)left : chunk;
+        ssize_t n = io->splice(sock, 0, pipe[1], 0, want, SPLICE_F_MOVE);
+        if (n < 0) {
+            int error = *io->errno_location();
+            if (error == EINTR) continue;
+            if (error == EINVAL) {
+                status = 3; /* nothing was taken from the socket */
+                break;
+            }
+            state[2] = (u64)error;
+            status = -1;
+            break;
+        }
+        if (n == 0) {
+            status = 1;
+            break;
+        }
+        if (mutex) io->lock(mutex);
+        int error = pipe_to_file(io, pipe[0], fd, offset + (i64)state[0], (size_t)n,
+                                 buf, chunk, piece, &buffered);
+        if (mutex) io->unlock(mutex);
+        if (error) {
+            state[2] = (u64)error;
+            status = -2;
+            break;
+        }
+        state[0] += (u64)n;
+    }
+    if (buffered && !status && state[0] < count) status = 3;
+    io->close(pipe[0]);
+    io->close(pipe[1]);
+    return status;
+}
+
 int recv_to_file(const struct io *io, int sock, u8 *buf, size_t chunk,
                  size_t have, int fd, i64 offset, u64 count, size_t piece,
-                 int which, u64 state[3], void *mutex) {
+                 int which, u64 state[3], void *mutex, int splice) {
     size_t got = have;
+    if (splice && which < 0 && count - state[0] > have) {
+        /* The bytes in hand first, from the buffer; then the rest by splice. */
+        if (have) {
+            if (mutex) io->lock(mutex);
+            int error = write_all(io, fd, buf, have, offset + (i64)state[0], piece);
+            if (mutex) io->unlock(mutex);
+            if (error) {
+                state[2] = (u64)error;
+                return -2;
+            }
+            state[0] += (u64)have;
+            got = 0;
+        }
+        int status = splice_to_file(io, sock, buf, chunk, fd, offset, count, piece,
+                                    state, mutex);
+        if (status != 3) return status;
+    }
     while (state[0] < count) {
         u64 left = count - state[0];
         size_t want = left < chunk ? (size_t)left : chunk;
@@ -270,5 +392,7 @@ int get_to_file(const struct io *io, int sock, const u8 *request,
         if (which >= 0) state[1] = crc_update(which, head + end, early, state[1]);
         state[0] = early;
     }
-    return recv_to_file(io, sock, buf, chunk, 0, fd, 0, size, piece, which, state, 0);
+    /* Not by splice: for one small body a pipe costs more than the copies. */
+    return recv_to_file(io, sock, buf, chunk, 0, fd, 0, size, piece, which, state, 0,
+                        0);
 }

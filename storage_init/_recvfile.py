@@ -80,6 +80,11 @@ class _Io(ctypes.Structure):
         ("lock", ctypes.c_void_p),
         ("unlock", ctypes.c_void_p),
         ("send", ctypes.c_void_p),
+        ("splice", ctypes.c_void_p),
+        ("pipe2", ctypes.c_void_p),
+        ("fcntl", ctypes.c_void_p),
+        ("close", ctypes.c_void_p),
+        ("read", ctypes.c_void_p),
     ]
 
 
@@ -93,6 +98,11 @@ def _io() -> _Io | None:
         "pthread_mutex_lock",
         "pthread_mutex_unlock",
         "send",
+        "splice",
+        "pipe2",
+        "fcntl",
+        "close",
+        "read",
     )
     return None if calls is None else _Io(*calls)
 
@@ -110,6 +120,7 @@ def receive_to_file(
     count: int,
     *,
     have: int = 0,
+    splice: bool = True,
 ) -> bool:
     """Receive `count` bytes from socket `sock` into `run`, `chunk` bytes at a time.
 
@@ -118,6 +129,12 @@ def receive_to_file(
     bytes, already received (with the response's head). Afterwards
     `run.received` and `run.crc` count the bytes written and CRC'd, those
     included, whatever the outcome.
+
+    With `splice`, a body with no CRC to compute (``run.crc_kind`` -1) goes from
+    the socket to the file by splice(2), never through `buffer`: one copy in the
+    kernel, not two (``_recvfile.c``: 0.4 s less system time per 2 GiB). A
+    socket or file that cannot splice is received through `buffer` instead,
+    byte for byte the same.
 
     Returns:
         True once all `count` bytes are in; False if the peer closed first.
@@ -154,6 +171,7 @@ def receive_to_file(
         run.crc_kind,
         state,
         run.mutex,
+        int(splice),
     )
     run.received, run.crc = state[0], state[1]
     _raise_failure(status, state[2], run.path)

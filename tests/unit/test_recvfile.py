@@ -21,6 +21,12 @@ from storage_init.writer import WRITE_PIECE, TempFile
 CHUNK = 64 * 1024
 
 
+@pytest.fixture(params=[True, False], ids=["splice", "buffered"])
+def splice(request: pytest.FixtureRequest) -> bool:
+    """Each test runs both ways: socket -> pipe -> file, and through the buffer."""
+    return bool(request.param)
+
+
 def test_built() -> None:
     """The loop is built and finds its C library calls (bootstrap installs gcc);
     without it every plain-TCP body would quietly take the Python loop."""
@@ -65,7 +71,7 @@ def open_file(tmp_path: Path) -> Iterator[Callable[[int], int]]:
 
 @pytest.mark.parametrize("size", [1, CHUNK - 1, CHUNK, 3 * CHUNK + 12345])
 def test_bytes_land_at_their_offset_with_their_crc(
-    pair, tmp_path, size, open_file
+    splice: bool, pair, tmp_path, size, open_file
 ) -> None:
     """The bytes are written from `offset` on and the CRC goes on from the old one."""
     crc = crc_algorithm("crc64nvme")
@@ -75,7 +81,9 @@ def test_bytes_land_at_their_offset_with_their_crc(
     run = recvfile.FileRun(tmp_path / "f", fd, len(head), 0, crc.update(head, 0))
     sender = _send_later(pair[1], data, close=False)
     buffer = bytearray(CHUNK)
-    assert recvfile.receive_to_file(pair[0].fileno(), buffer, CHUNK, run, size)
+    assert recvfile.receive_to_file(
+        pair[0].fileno(), buffer, CHUNK, run, size, splice=splice
+    )
     sender.join()
     assert run.received == size
     assert run.crc == crc.update(head + data, 0)
@@ -85,7 +93,9 @@ def test_bytes_land_at_their_offset_with_their_crc(
 @pytest.mark.parametrize(
     ("have", "size"), [(5, 5), (100, CHUNK), (CHUNK, 2 * CHUNK + 7)]
 )
-def test_bytes_in_hand_go_first(pair, tmp_path, have, size, open_file) -> None:
+def test_bytes_in_hand_go_first(
+    splice: bool, pair, tmp_path, have, size, open_file
+) -> None:
     """`have` bytes already in the buffer (the head's) are written and CRC'd
     first, and the first chunk is completed from the socket after them."""
     crc = crc_algorithm("crc64nvme")
@@ -96,7 +106,7 @@ def test_bytes_in_hand_go_first(pair, tmp_path, have, size, open_file) -> None:
     buffer[:have] = data[:have]
     sender = _send_later(pair[1], data[have:], close=False)
     assert recvfile.receive_to_file(
-        pair[0].fileno(), buffer, CHUNK, run, size, have=have
+        pair[0].fileno(), buffer, CHUNK, run, size, have=have, splice=splice
     )
     sender.join()
     assert (run.received, run.crc) == (size, crc.update(data, 0))
@@ -104,7 +114,7 @@ def test_bytes_in_hand_go_first(pair, tmp_path, have, size, open_file) -> None:
 
 
 def test_bytes_in_hand_are_written_when_the_peer_closes(
-    pair, tmp_path, open_file
+    splice: bool, pair, tmp_path, open_file
 ) -> None:
     """A close right after the head: its bytes still land, and count."""
     fd = open_file(100)
@@ -113,7 +123,7 @@ def test_bytes_in_hand_are_written_when_the_peer_closes(
     buffer = bytearray(CHUNK)
     buffer[:10] = b"0123456789"
     assert not recvfile.receive_to_file(
-        pair[0].fileno(), buffer, CHUNK, run, 100, have=10
+        pair[0].fileno(), buffer, CHUNK, run, 100, have=10, splice=splice
     )
     assert run.received == 10
     assert os.pread(fd, 10, 0) == b"0123456789"
@@ -122,35 +132,45 @@ def test_bytes_in_hand_are_written_when_the_peer_closes(
 @pytest.mark.parametrize(
     ("have", "count"), [(CHUNK + 1, 2 * CHUNK), (11, 10), (-1, 10)]
 )
-def test_bytes_in_hand_must_fit(pair, tmp_path, have, count) -> None:
+def test_bytes_in_hand_must_fit(splice: bool, pair, tmp_path, have, count) -> None:
     run = recvfile.FileRun(tmp_path / "f", -1, 0)
     with pytest.raises(ValueError, match="in hand"):
         recvfile.receive_to_file(
-            pair[0].fileno(), bytearray(2 * CHUNK), CHUNK, run, count, have=have
+            pair[0].fileno(),
+            bytearray(2 * CHUNK),
+            CHUNK,
+            run,
+            count,
+            have=have,
+            splice=splice,
         )
 
 
-def test_no_crc_leaves_it_alone(pair, tmp_path, open_file) -> None:
+def test_no_crc_leaves_it_alone(splice: bool, pair, tmp_path, open_file) -> None:
     """Kind -1: the bytes are written, the CRC field is untouched."""
     fd = open_file(1000)
     run = recvfile.FileRun(tmp_path / "f", fd, 0, -1, 42)
     _send_later(pair[1], b"x" * 1000, close=False).join()
     assert recvfile.receive_to_file(
-        pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 1000
+        pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 1000, splice=splice
     )
     assert (run.received, run.crc) == (1000, 42)
 
 
-def test_stops_at_count(pair, tmp_path, open_file) -> None:
+def test_stops_at_count(splice: bool, pair, tmp_path, open_file) -> None:
     """Bytes past `count` stay in the socket for the next reader."""
     fd = open_file(10)
     run = recvfile.FileRun(tmp_path / "f", fd, 0)
     _send_later(pair[1], b"0123456789rest", close=False).join()
-    assert recvfile.receive_to_file(pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 10)
+    assert recvfile.receive_to_file(
+        pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 10, splice=splice
+    )
     assert pair[0].recv(100) == b"rest"
 
 
-def test_peer_closing_early_reports_what_arrived(pair, tmp_path, open_file) -> None:
+def test_peer_closing_early_reports_what_arrived(
+    splice: bool, pair, tmp_path, open_file
+) -> None:
     """A body cut short returns False; what arrived is written and counted."""
     crc = crc_algorithm("crc32c")
     data = os.urandom(CHUNK + 500)
@@ -158,14 +178,14 @@ def test_peer_closing_early_reports_what_arrived(pair, tmp_path, open_file) -> N
     run = recvfile.FileRun(tmp_path / "f", fd, 0, 1, 0)
     _send_later(pair[1], data, close=True).join()
     assert not recvfile.receive_to_file(
-        pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 2 * CHUNK
+        pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 2 * CHUNK, splice=splice
     )
     assert run.received == len(data)
     assert run.crc == crc.update(data, 0)
     assert os.pread(fd, len(data), 0) == data
 
 
-def test_silence_times_out(pair, tmp_path, open_file) -> None:
+def test_silence_times_out(splice: bool, pair, tmp_path, open_file) -> None:
     """SO_RCVTIMEO bounds each wait: a receive with no byte fails with EAGAIN."""
     timeval = struct.pack("@ll", 0, 200_000)
     pair[0].setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
@@ -174,12 +194,14 @@ def test_silence_times_out(pair, tmp_path, open_file) -> None:
     _send_later(pair[1], b"y" * 10, close=False).join()
     started = time.monotonic()
     with pytest.raises(BlockingIOError):
-        recvfile.receive_to_file(pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 100)
+        recvfile.receive_to_file(
+            pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 100, splice=splice
+        )
     assert time.monotonic() - started < 5
     assert run.received == 10  # what came before the silence is kept
 
 
-def test_write_failure_is_a_local_error(pair, tmp_path) -> None:
+def test_write_failure_is_a_local_error(splice: bool, pair, tmp_path) -> None:
     """A failed write names the destination; the chunk it lost is not counted."""
     (tmp_path / "f").write_bytes(b"")
     fd = os.open(tmp_path / "f", os.O_RDONLY)
@@ -188,14 +210,16 @@ def test_write_failure_is_a_local_error(pair, tmp_path) -> None:
         _send_later(pair[1], b"z" * 100, close=False).join()
         with pytest.raises(LocalIOError, match=r"dest\.bin"):
             recvfile.receive_to_file(
-                pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 100
+                pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 100, splice=splice
             )
         assert (run.received, run.crc) == (0, 0)
     finally:
         os.close(fd)
 
 
-def test_a_signal_does_not_break_the_receive(pair, tmp_path, open_file) -> None:
+def test_a_signal_does_not_break_the_receive(
+    splice: bool, pair, tmp_path, open_file
+) -> None:
     """A signal landing in the receiving thread (EINTR) is retried, as Python does."""
     got: list[object] = []
     fd = open_file(4 * WRITE_PIECE)
@@ -206,7 +230,12 @@ def test_a_signal_does_not_break_the_receive(pair, tmp_path, open_file) -> None:
         try:
             got.append(
                 recvfile.receive_to_file(
-                    pair[0].fileno(), bytearray(CHUNK), CHUNK, run, len(data)
+                    pair[0].fileno(),
+                    bytearray(CHUNK),
+                    CHUNK,
+                    run,
+                    len(data),
+                    splice=splice,
                 )
             )
         except Exception as exc:  # noqa: BLE001 (reported below)
@@ -228,7 +257,7 @@ def test_a_signal_does_not_break_the_receive(pair, tmp_path, open_file) -> None:
         signal.signal(signal.SIGUSR1, previous)
 
 
-def test_receivers_of_one_file_share_its_mutex(tmp_path) -> None:
+def test_receivers_of_one_file_share_its_mutex(splice: bool, tmp_path) -> None:
     """Several threads write ranges of one file under its write mutex; all land."""
     temp = TempFile(tmp_path / "dest.bin", 8 * 3 * CHUNK)
     crc = crc_algorithm("crc64nvme")
@@ -243,7 +272,12 @@ def test_receivers_of_one_file_share_its_mutex(tmp_path) -> None:
     def receive(i: int) -> None:
         results.append(
             recvfile.receive_to_file(
-                pairs[i][0].fileno(), bytearray(CHUNK), CHUNK, runs[i], 3 * CHUNK
+                pairs[i][0].fileno(),
+                bytearray(CHUNK),
+                CHUNK,
+                runs[i],
+                3 * CHUNK,
+                splice=splice,
             )
         )
 
@@ -265,7 +299,47 @@ def test_receivers_of_one_file_share_its_mutex(tmp_path) -> None:
         temp.discard()
 
 
-def test_buffer_smaller_than_a_chunk_is_refused(pair, tmp_path) -> None:
+def test_buffer_smaller_than_a_chunk_is_refused(splice: bool, pair, tmp_path) -> None:
     run = recvfile.FileRun(tmp_path / "f", 0, 0)
     with pytest.raises(ValueError, match="smaller"):
-        recvfile.receive_to_file(pair[0].fileno(), bytearray(10), CHUNK, run, 100)
+        recvfile.receive_to_file(
+            pair[0].fileno(), bytearray(10), CHUNK, run, 100, splice=splice
+        )
+
+
+def test_splice_keeps_the_bytes_out_of_the_buffer(pair, tmp_path, open_file) -> None:
+    """With splice and no CRC the body never passes through the buffer: the path
+    is really taken."""
+    size = 3 * CHUNK + 5
+    data = os.urandom(size)
+    fd = open_file(size)
+    run = recvfile.FileRun(tmp_path / "f", fd, 0, -1)
+    buffer = bytearray(CHUNK)
+    sender = _send_later(pair[1], data, close=False)
+    assert recvfile.receive_to_file(pair[0].fileno(), buffer, CHUNK, run, size)
+    sender.join()
+    assert buffer == bytearray(CHUNK)
+    assert os.pread(fd, size, 0) == data
+
+
+def test_a_file_that_cannot_splice_is_written_through_the_buffer(
+    pair, tmp_path
+) -> None:
+    """splice(2) refuses a file open to append (EINVAL), as file systems without
+    splice_write do: the bytes then go through the buffer, none lost."""
+    size = 2 * CHUNK + 99
+    data = os.urandom(size)
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT | os.O_APPEND)
+    try:
+        run = recvfile.FileRun(tmp_path / "f", fd, 0, -1, 0)
+        buffer = bytearray(CHUNK)
+        buffer[:7] = data[:7]
+        sender = _send_later(pair[1], data[7:], close=False)
+        assert recvfile.receive_to_file(
+            pair[0].fileno(), buffer, CHUNK, run, size, have=7
+        )
+        sender.join()
+        assert run.received == size
+        assert (tmp_path / "f").read_bytes() == data
+    finally:
+        os.close(fd)
