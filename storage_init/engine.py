@@ -5,7 +5,7 @@ Shape of one run, for any number of source/destination pairs::
     listers ─┬▶ file tasks (at most 2 * max_concurrency open) ──▶ range fetchers
              │  range fetcher: GET ──▶ worker thread: receive a chunk ──▶ pwrite + CRC
              │  file hasher (a thread, whole-file MD5/SHA-256): reads ranges in order
-             │  part hasher (multipart ETags): maps 16 parts at a time, MD5 in lanes
+             │  part hasher (multipart ETags): maps 16 parts of any files, MD5 in lanes
              └▶ small files (one range, no HEAD): signed here ──▶ the lane: a worker
                 thread sends the GET, writes, checksums, verifies and renames the file
 
@@ -44,9 +44,10 @@ Shape of one run, for any number of source/destination pairs::
   SHA-256 (1.2-1.5 CPU seconds per GiB) needs the file in order: one thread per
   file reads each range back from the page cache once it is written, in order.
 - The part MD5s of a multipart ETag are independent messages: once 16 parts have
-  landed (or the last ones), a thread hashes them together from the page cache
-  (mapped, not copied), one per SIMD lane (`_md5lanes`: 0.16-0.4 CPU seconds per
-  GiB with AVX-512 or AVX2, against ~1.9 with hashlib; `benchmarks/kernels.py`).
+  landed, of one file or of several (`_parthash`), or the last ones, a thread
+  hashes them together from the page cache (mapped, not copied), one per SIMD
+  lane (`_md5lanes`: 0.16-0.4 CPU seconds per GiB with AVX-512 or AVX2, against
+  ~1.9 with hashlib; `benchmarks/kernels.py`).
   Without the compiled kernel, the receiving threads hash their parts with
   hashlib as chunks arrive.
 - A file is verified after its last byte is written and hashed, then renamed into
@@ -76,6 +77,7 @@ from ._local import (
 )
 from ._md5lanes import LANES, md5_spans
 from ._md5lanes import available as md5_lanes_available
+from ._parthash import PartHasher
 from ._paths import is_selected, safe_relative
 from ._plan import ByteRange, plan_ranges
 from ._recvfile import FileRun
@@ -128,36 +130,6 @@ INLINE_HASH_LIMIT = 1024 * 1024
 #: bigger batches. (1000 files of 100 KiB, by hand, 4 alternating runs: 1.27 s
 #: median with 256, 1.33 s with 16, as many as the per-file path's.)
 LANE_WINDOW = 256
-
-
-def _fill_lanes(ranges: Sequence[ByteRange], ready: list[int]) -> list[int]:
-    """The first of `ready`, as many as fill whole calls of `LANES` parts.
-
-    A 17th part would make a call of its own, as costly as one of 16; it waits for
-    the next batch instead. At least one range is taken.
-    """
-    counts = [len(ranges[i].segments) or 1 for i in ready]
-    limit = sum(counts) // LANES * LANES
-    taken: list[int] = []
-    parts = 0
-    for index, count in zip(ready, counts, strict=True):
-        if taken and parts + count > limit:
-            break
-        taken.append(index)
-        parts += count
-    return taken
-
-
-async def _first_of(*events: anyio.Event) -> None:
-    """Return once any of `events` is set."""
-    async with anyio.create_task_group() as tg:
-
-        async def wait(event: anyio.Event) -> None:
-            await event.wait()
-            tg.cancel_scope.cancel()
-
-        for event in events:
-            tg.start_soon(wait, event)
 
 
 async def _acquire(semaphore: anyio.Semaphore) -> None:
@@ -417,6 +389,8 @@ class Engine:
         #: Files in the lane, queued or in a worker's hands (see `LANE_WINDOW`).
         self._lane_window = anyio.Semaphore(LANE_WINDOW)
         self._io = anyio.CapacityLimiter(cfg.io_concurrency)
+        #: Part MD5s of multipart-ETag files, in kernel calls shared across files.
+        self._parts = PartHasher(self._io)
         self._open: set[_Job] = set()
         #: Directories known to exist (created or seen by this run).
         self._dirs: set[str] = set()
@@ -465,6 +439,7 @@ class Engine:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                tg.start_soon(self._parts.run)
                 self._lane = Lane(
                     tg,
                     self._small_requests,
@@ -476,6 +451,7 @@ class Engine:
                     for i, pair in enumerate(pairs):
                         pairs_tg.start_soon(self._run_pair, pair, reports, i)
                 self._lane.close()
+                self._parts.close()
         finally:
             # Every hashing thread has returned by now (threads are waited for even
             # on cancellation): no temp file is in use. The discards are
@@ -990,16 +966,13 @@ class Engine:
                 )
 
     async def _hash_in_lanes(self, job: _Job, digest: FileDigest) -> None:
-        """MD5 the parts of a multipart-ETag file from disk, 16 at a time.
+        """MD5 the parts of a multipart-ETag file from disk, in shared kernel calls.
 
         A call costs the same whether 1 or 16 of its lanes hold a part (MD5 is a
-        chain of dependent steps, so the vector's width is free), so parts wait
-        on disk until 16 have landed, or until the rest of the file is in flight:
-        those that landed are hashed while the last ones arrive, which leaves one
-        call after the file's last byte, not two. A file of 21 parts of 50 MB
-        hashes in two calls, not in one per part as they land. (2 x 1 GiB model,
-        by hand: 0.23-0.24 s from the last byte to the end of the run before,
-        when the second file's first 16 parts landed near the end too.)
+        chain of dependent steps, so the vector's width is free): the parts wait
+        on disk until 16 have landed, in this file or in others (`PartHasher`),
+        or until the rest are in flight and would not fit in the last call with
+        them.
 
         Hashing the parts in flight as their bytes land, to shorten that last
         call, was built and measured (commit c2507cc, reverted): no gain beyond
@@ -1007,29 +980,7 @@ class Engine:
         3 Gbit/s 0.46 CPU s more for the same time (calls with few busy lanes).
         """
         assert job.temp is not None
-        waiting = list(range(len(job.ranges)))
-        early = True  # once: the parts in flight then are hashed in one last call
-        while waiting:
-            while True:
-                ready = [i for i in waiting if job.landed[i].is_set()]
-                parts = sum(len(job.ranges[i].segments) or 1 for i in ready)
-                if len(ready) == len(waiting):
-                    break
-                if parts >= LANES:
-                    ready = _fill_lanes(job.ranges, ready)
-                    break
-                if early and ready and job.queued_none.is_set():
-                    early = False
-                    break
-                unlanded = next(i for i in waiting if not job.landed[i].is_set())
-                if early and ready:
-                    await _first_of(job.landed[unlanded], job.queued_none)
-                else:
-                    await job.landed[unlanded].wait()
-            waiting = [i for i in waiting if i not in ready]
-            await anyio.to_thread.run_sync(
-                digest.hash_written_parts, job.temp.fd, ready, limiter=self._io
-            )
+        await self._parts.hash_file(job.temp.fd, digest, job.landed, job.queued_none)
 
     async def _adopt_response(self, job: _Job, got: ObjectInfo | None) -> None:
         """Pick the file's check from the first response of a whole-object GET."""
@@ -1063,6 +1014,7 @@ class Engine:
                         job.queued -= 1
                         if not job.queued:
                             job.queued_none.set()
+                            self._parts.wake()
                     async with job.pair.backend.open_range(
                         job.pair.uri.bucket,
                         job.info,
@@ -1076,6 +1028,7 @@ class Engine:
                     if job.journal is not None:
                         job.journal.record(index)
                     job.landed[index].set()
+                    self._parts.wake()
                     return
                 got = job.offsets[index] - byte_range.start
                 msg = f"body ended after {got} of {byte_range.length} bytes"

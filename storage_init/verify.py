@@ -427,27 +427,39 @@ class FileDigest:
         """Read the segments of ranges `indices` back from `fd`; MD5 them in lanes.
 
         Blocking: run it in a thread. Ranges may come in any order and batch; each
-        segment is its own message, 16 hashed at once (`md5_spans`).
+        segment is its own message, 16 hashed at once (`md5_spans`). (The engine
+        pools the parts of many files into each call: `_parthash`.)
 
         Raises:
             IntegrityError: the file is shorter than a range.
         """
-        spans: list[tuple[int, int, int]] = []
-        owners: list[int] = []
+        spans = [span for index in indices for span in self.part_spans(fd, index)]
+        digests = iter(md5_spans(spans))
         for index in indices:
-            start = self.byte_ranges[index].start
-            for length in self.byte_ranges[index].segments or (
-                self.byte_ranges[index].length,
-            ):
-                spans.append((fd, start, length))
-                owners.append(index)
-                start += length
-        digests = md5_spans(spans)
-        for index in indices:
-            self._md5s[index] = []
-            self._fed[index] = True
-        for index, md5 in zip(owners, digests, strict=True):
-            self._md5s[index].append(md5)
+            count = len(self.byte_ranges[index].segments) or 1
+            self.adopt_part_md5s(index, [next(digests) for _ in range(count)])
+
+    def part_spans(self, fd: int, index: int) -> list[tuple[int, int, int]]:
+        """``(fd, offset, length)`` of each segment (upload part) of range `index`."""
+        byte_range = self.byte_ranges[index]
+        spans = []
+        start = byte_range.start
+        for length in byte_range.segments or (byte_range.length,):
+            spans.append((fd, start, length))
+            start += length
+        return spans
+
+    def adopt_part_md5s(self, index: int, md5s: Sequence[bytes]) -> None:
+        """Take range `index`'s segment MD5s, in order, computed from the file.
+
+        Raises:
+            ValueError: not one MD5 per segment.
+        """
+        if len(md5s) != (len(self.byte_ranges[index].segments) or 1):
+            msg = "one MD5 per segment expected"
+            raise ValueError(msg)
+        self._md5s[index] = list(md5s)
+        self._fed[index] = True
 
     def verify(self, *, size: int, written: int) -> None:
         """Compare what was computed with what the store said.

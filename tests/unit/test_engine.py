@@ -20,12 +20,10 @@ from storage_init import (
     download,
     download_many,
 )
-from storage_init._plan import ByteRange
+from storage_init._md5lanes import md5_spans
 from storage_init.backends.memory import MemoryBackend
-from storage_init.engine import _fill_lanes
 from storage_init.manifest import MANIFEST_NAME
 from storage_init.models import MiB, TransferStats
-from storage_init.verify import FileDigest
 from tests.doubles import FlakyBackend, HeldBackend, SlowBackend
 
 if TYPE_CHECKING:
@@ -184,21 +182,23 @@ class TestTransfer:
     async def test_parts_landed_are_hashed_while_the_last_arrive(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """Once every range is requested, the parts that landed are hashed while
-        the ranges in flight arrive: one call is left after the last byte."""
+        """Once every range is requested, parts that landed and would not fit in
+        the last call with those in flight are hashed while those arrive: one
+        call is left after the last byte."""
         monkeypatch.setattr("storage_init.engine.md5_lanes_available", lambda: True)
         calls: list[list[int]] = []
         first_call = anyio.Event()
-        hash_parts = FileDigest.hash_written_parts
 
-        def hash_written_parts(self: FileDigest, fd: int, ready: list[int]) -> None:
-            calls.append(list(ready))
+        def spans_hashed(spans: list[tuple[int, int, int]]) -> list[bytes]:
+            calls.append([offset // (5 * MiB) for _, offset, _ in spans])
             anyio.from_thread.run_sync(first_call.set)
-            hash_parts(self, fd, ready)
+            return md5_spans(spans)
 
-        monkeypatch.setattr(FileDigest, "hash_written_parts", hash_written_parts)
-        data = os.urandom(60 * MiB)  # 12 ranges of one 5 MiB part each
-        store = HeldBackend(held_from=50 * MiB, until=first_call)
+        monkeypatch.setattr("storage_init._parthash.md5_spans", spans_hashed)
+        # 17 ranges of one 5 MiB part each; the last 4 (as many as in flight)
+        # are held until the first call: 13 land, and 13 + 4 make more than 16.
+        data = os.urandom(85 * MiB)
+        store = HeldBackend(held_from=65 * MiB, until=first_call)
         store.put("b", "big.bin", data, part_size=5 * MiB)
         with anyio.fail_after(10):
             report = await download(
@@ -209,11 +209,10 @@ class TestTransfer:
             )
         assert report.files[0].verification == "multipart-etag"
         # The first call came before the held ranges were let go (it let them
-        # go); the second has everything else.
+        # go; without it they wait 5 s and all 17 land: a call of 16, then 1).
         early, last = calls
-        assert early
-        assert max(early) < 10
-        assert sorted(early + last) == list(range(12))
+        assert sorted(early) == list(range(13))
+        assert sorted(last) == list(range(13, 17))
 
     async def test_small_multipart_object(self, tmp_path: Path) -> None:
         """A small object uploaded in parts is fetched whole and checked by parts."""
@@ -373,21 +372,3 @@ class TestTransfer:
                 backends={"memory": store},
             )
             assert report.files[0].verification == label
-
-
-class TestFillLanes:
-    @pytest.mark.parametrize(
-        ("counts", "taken"),
-        [
-            pytest.param([1] * 17, 16, id="seventeenth-waits"),
-            pytest.param([1] * 32, 32, id="two-calls"),
-            pytest.param([5, 5, 5, 5], 3, id="whole-ranges-within-16"),
-            pytest.param([20], 1, id="one-range-of-more-than-16"),
-            pytest.param([4] * 8, 8, id="exactly-32"),
-        ],
-    )
-    def test_whole_calls(self, counts: list[int], taken: int) -> None:
-        """The batch is the longest prefix of ready ranges that fills whole calls
-        of 16 parts (at least one range)."""
-        ranges = [ByteRange(0, n, (1,) * n) for n in counts]
-        assert _fill_lanes(ranges, list(range(len(counts)))) == list(range(taken))
