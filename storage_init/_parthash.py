@@ -44,19 +44,19 @@ def choose_batch(
         all_requested: every range still to land is in flight (none is waiting
             for a request slot).
 
-    With `LANES` parts or more ready, the longest prefix that fills whole calls
-    (at least one range). Otherwise all of them if nothing is left to land, or
-    if they and the parts in flight would not fit in one call together.
+    With `LANES` parts or more ready, the longest prefix that fills one call (at
+    least one range; more ready make more calls, which may run at once).
+    Otherwise all of them if nothing is left to land, or if they and the parts
+    in flight would not fit in one call together.
     """
     total = sum(parts for _, parts in ready)
     if not ready:
         return []
     if total >= LANES:
-        limit = total // LANES * LANES
         taken: list[K] = []
         count = 0
         for key, parts in ready:
-            if taken and count + parts > limit:
+            if taken and count + parts > LANES:
                 break
             taken.append(key)
             count += parts
@@ -107,7 +107,9 @@ class PartHasher:
     """Hashes the parts of every registered file in shared kernel calls.
 
     `run` is a task of the caller's task group; `close` lets it end once no file
-    is registered. Each call runs in a worker thread under `limiter`.
+    is registered. Each call runs in a worker thread under `limiter`, as many at
+    once as it has tokens: when parts land faster than one core hashes them
+    (AVX2: ~3.3 GiB/s), the calls spread over the cores.
     """
 
     def __init__(self, limiter: anyio.CapacityLimiter) -> None:
@@ -115,6 +117,8 @@ class PartHasher:
         self._files: list[_File] = []
         self._wake = anyio.Event()
         self._closed = False
+        #: Kernel calls running.
+        self._calls = 0
 
     def wake(self) -> None:
         """Look again: a range landed, or a file's last range was requested."""
@@ -159,15 +163,25 @@ class PartHasher:
 
     async def run(self) -> None:
         """Make the kernel calls, as `choose_batch` says, until closed and idle."""
-        while True:
-            batch = self._next_batch()
-            if batch:
-                await self._hash(batch)
-                continue
-            if self._closed and not self._files:
-                return
-            self._wake = anyio.Event()
-            await self._wake.wait()
+        async with anyio.create_task_group() as tg:
+            while True:
+                room = self._calls < self._limiter.total_tokens
+                batch = self._next_batch() if room else []
+                if batch:
+                    self._calls += 1
+                    tg.start_soon(self._call, batch)
+                    continue
+                if self._closed and not self._files:
+                    return
+                self._wake = anyio.Event()
+                await self._wake.wait()
+
+    async def _call(self, batch: list[tuple[_File, int]]) -> None:
+        try:
+            await self._hash(batch)
+        finally:
+            self._calls -= 1
+            self._wake.set()
 
     def _next_batch(self) -> list[tuple[_File, int]]:
         ready: list[tuple[tuple[_File, int], int]] = []

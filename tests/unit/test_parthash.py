@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from typing import TYPE_CHECKING
 
 import anyio
@@ -27,10 +28,10 @@ pytestmark = pytest.mark.anyio
     ("parts", "unlanded", "requested", "taken"),
     [
         pytest.param([1] * 17, 0, True, 16, id="seventeenth-waits"),
-        pytest.param([1] * 32, 5, False, 32, id="two-calls"),
+        pytest.param([1] * 32, 5, False, 16, id="one-call-at-a-time"),
         pytest.param([5, 5, 5, 5], 0, True, 3, id="whole-ranges-within-16"),
         pytest.param([20], 9, False, 1, id="one-range-of-more-than-16"),
-        pytest.param([4] * 8, 0, True, 8, id="exactly-32"),
+        pytest.param([4] * 8, 0, True, 4, id="whole-ranges-filling-16"),
         pytest.param([1] * 5, 0, True, 5, id="nothing-left-to-land"),
         pytest.param(
             [1] * 5, 11, True, 0, id="fits-the-last-call-with-those-in-flight"
@@ -43,7 +44,7 @@ pytestmark = pytest.mark.anyio
 def test_choose_batch(
     parts: list[int], unlanded: int, requested: bool, taken: int
 ) -> None:
-    """Whole calls of 16 parts when there are 16; else everything that landed
+    """A call of 16 parts when there are 16; else everything that landed
     once nothing is left to land, or once what is in flight cannot share the
     last call with it; else wait."""
     ready = list(enumerate(parts))
@@ -117,6 +118,29 @@ async def test_files_share_calls(
     try:
         assert await _hash_files(files, PartHasher(anyio.CapacityLimiter(2))) == {}
         assert calls == [{files[0].fd, files[1].fd}]
+        for written in files:
+            written.digest.verify(size=len(written.data), written=len(written.data))
+    finally:
+        for written in files:
+            os.close(written.fd)
+
+
+async def test_calls_run_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """32 parts make two calls, in two threads at once (the limiter has room):
+    each waits for the other to start."""
+    started = threading.Barrier(2, timeout=5)
+
+    def spans_hashed(spans: list[tuple[int, int, int]]) -> list[bytes]:
+        assert len(spans) == 16
+        started.wait()
+        return md5_spans(spans)
+
+    monkeypatch.setattr("storage_init._parthash.md5_spans", spans_hashed)
+    files = [_Written(tmp_path / "a", 16), _Written(tmp_path / "b", 16)]
+    try:
+        assert await _hash_files(files, PartHasher(anyio.CapacityLimiter(2))) == {}
         for written in files:
             written.digest.verify(size=len(written.data), written=len(written.data))
     finally:
