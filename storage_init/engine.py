@@ -390,7 +390,7 @@ class Engine:
         self._lane_window = anyio.Semaphore(LANE_WINDOW)
         self._io = anyio.CapacityLimiter(cfg.io_concurrency)
         #: Part MD5s of multipart-ETag files, in kernel calls shared across files.
-        self._parts = PartHasher(self._io)
+        self._parts: PartHasher
         self._open: set[_Job] = set()
         #: Directories known to exist (created or seen by this run).
         self._dirs: set[str] = set()
@@ -439,6 +439,7 @@ class Engine:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                self._parts = PartHasher(self._io)
                 tg.start_soon(self._parts.run)
                 self._lane = Lane(
                     tg,
