@@ -3,7 +3,9 @@
 The connection (`backends._wire`) decides when a body can go this way; the engine
 says where its bytes go and which CRC they feed (a `FileRun`). Off Linux's libc,
 or without the compiled library, `available` is False and bodies take the Python
-loop (`Engine._receive`), byte for byte the same.
+loop (`Engine._receive`), byte for byte the same. A body that feeds no CRC
+moves from the socket to the file by splice(2), never through user space
+(`receive_to_file`).
 
 `get_to_file` goes further for a small file: the request, the response's head and
 the body in one call, the GIL released once.
