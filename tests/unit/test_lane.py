@@ -113,7 +113,10 @@ async def test_idle_workers_take_items_before_new_ones_start() -> None:
             workers = max(workers, limiter.borrowed_tokens)
         lane.close()
     assert finished == list(range(30))
-    assert workers == 1
+    # One worker, or two when the last item's result reached the loop before its
+    # worker was back waiting (a busy machine: the full suite); one per item
+    # would make 8.
+    assert workers <= 2
 
 
 async def test_starting_until_the_loop_runs_the_new_workers() -> None:
