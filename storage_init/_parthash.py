@@ -25,7 +25,6 @@ from .errors import IntegrityError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ._plan import ByteRange
     from .verify import FileDigest
 
 __all__ = ["PartHasher", "choose_batch"]
@@ -64,10 +63,6 @@ def choose_batch(
     if not unlanded or (all_requested and total + unlanded > LANES):
         return [key for key, _ in ready]
     return []
-
-
-def _parts(byte_range: ByteRange) -> int:
-    return len(byte_range.segments) or 1
 
 
 class _File:
@@ -191,9 +186,9 @@ class PartHasher:
             ranges = entry.digest.byte_ranges
             for index in entry.waiting:
                 if entry.landed[index].is_set():
-                    ready.append(((entry, index), _parts(ranges[index])))
+                    ready.append(((entry, index), len(ranges[index].parts)))
                 else:
-                    unlanded += _parts(ranges[index])
+                    unlanded += len(ranges[index].parts)
                     all_requested = all_requested and entry.requested.is_set()
         batch = choose_batch(ready, unlanded=unlanded, all_requested=all_requested)
         for entry, index in batch:
@@ -226,7 +221,7 @@ class PartHasher:
         at = 0
         for entry, index in batch:
             entry.busy -= 1
-            count = _parts(entry.digest.byte_ranges[index])
+            count = len(entry.digest.byte_ranges[index].parts)
             if error is None:
                 entry.digest.adopt_part_md5s(index, md5s[at : at + count])
             elif entry.error is None:

@@ -36,6 +36,11 @@ class ByteRange(NamedTuple):
         """Number of bytes in the range."""
         return self.end - self.start
 
+    @property
+    def parts(self) -> tuple[int, ...]:
+        """The lengths of its messages: `segments`, or the whole range as one."""
+        return self.segments or (self.length,)
+
 
 def plan_ranges(
     size: int, part_size: int, parts: Sequence[int] | None = None

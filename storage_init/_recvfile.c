@@ -125,6 +125,17 @@ static int write_all(const struct io *io, int fd, const u8 *data, size_t n,
     return 0;
 }
 
+/* write_all under the file's mutex (NULL: none); 0, or -2 with state[2] the errno. */
+static int write_chunk(const struct io *io, int fd, const u8 *data, size_t n,
+                       i64 offset, size_t piece, void *mutex, u64 state[3]) {
+    if (mutex) io->lock(mutex);
+    int error = write_all(io, fd, data, n, offset, piece);
+    if (mutex) io->unlock(mutex);
+    if (!error) return 0;
+    state[2] = (u64)error;
+    return -2;
+}
+
 /* Move n bytes from the pipe to the file at `at`. Where the file cannot take a
  * splice (EINVAL), the rest are read into buf (chunk bytes) and written from
  * there, and *buffered is set. 0 or an errno. */
@@ -213,13 +224,9 @@ int recv_to_file(const struct io *io, int sock, u8 *buf, size_t chunk,
     if (splice && which < 0 && count - state[0] > have) {
         /* The bytes in hand first, from the buffer; then the rest by splice. */
         if (have) {
-            if (mutex) io->lock(mutex);
-            int error = write_all(io, fd, buf, have, offset + (i64)state[0], piece);
-            if (mutex) io->unlock(mutex);
-            if (error) {
-                state[2] = (u64)error;
+            if (write_chunk(io, fd, buf, have, offset + (i64)state[0], piece, mutex,
+                            state))
                 return -2;
-            }
             state[0] += (u64)have;
             got = 0;
         }
@@ -245,13 +252,8 @@ int recv_to_file(const struct io *io, int sock, u8 *buf, size_t chunk,
             if (n == 0 && got == 0) return 1;
             got += (size_t)n;
         }
-        if (mutex) io->lock(mutex);
-        int error = write_all(io, fd, buf, got, offset + (i64)state[0], piece);
-        if (mutex) io->unlock(mutex);
-        if (error) {
-            state[2] = (u64)error;
+        if (write_chunk(io, fd, buf, got, offset + (i64)state[0], piece, mutex, state))
             return -2;
-        }
         if (which >= 0) state[1] = crc_update(which, buf, got, state[1]);
         state[0] += (u64)got;
         got = 0;
@@ -384,11 +386,7 @@ int get_to_file(const struct io *io, int sock, const u8 *request,
     size_t early = got - end;
     if (early > size) return 2;
     if (early) {
-        int error = write_all(io, fd, head + end, early, 0, piece);
-        if (error) {
-            state[2] = (u64)error;
-            return -2;
-        }
+        if (write_chunk(io, fd, head + end, early, 0, piece, 0, state)) return -2;
         if (which >= 0) state[1] = crc_update(which, head + end, early, state[1]);
         state[0] = early;
     }

@@ -18,8 +18,8 @@ here, and only runs in order. In order of preference:
 which nothing but the size is known. CRCs are computed inline as bytes are written
 (`RangeDigest`); MD5 and SHA-256 by a thread reading the written ranges back in order
 (`FileDigest.hash_written_range`), which keeps them off the event loop; the part MD5s
-of a multipart ETag 16 at a time by the multi-lane kernel
-(`FileDigest.hash_written_parts`), or else as the receiving threads write them;
+of a multipart ETag 16 at a time by the multi-lane kernel (`_parthash`, which hands
+them to `FileDigest.adopt_part_md5s`), or else as the receiving threads write them;
 small files' MD5 ETags 16 files at a time by the same kernel (`adopt_md5`).
 """
 
@@ -34,7 +34,6 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._crc import CRC_ALGORITHMS, CrcAlgorithm, crc_algorithm
-from ._md5lanes import md5_spans
 from .errors import IntegrityError
 from .models import ObjectInfo, VerifyMode
 
@@ -195,7 +194,7 @@ class RangeDigest:
     def __init__(self, crc: CrcAlgorithm | None, byte_range: ByteRange) -> None:
         self._crc = crc
         ends, pos = [], 0
-        for length in byte_range.segments or (byte_range.length,):
+        for length in byte_range.parts:
             pos += length
             ends.append(pos)
         self._ends = ends[::-1]  # popped from the end: the next segment's end
@@ -286,7 +285,7 @@ class FileDigest:
         small = len(ranges) == 1 and ranges[0].length <= inline_limit
         self.inline = ordered and small
         self.deferred = ordered and not small
-        #: Segment MD5s are left to `hash_written_parts` (the multi-lane kernel).
+        #: Segment MD5s are left to the multi-lane kernel (`adopt_part_md5s`).
         self.lanes = (
             lanes
             and self.deferred
@@ -298,9 +297,7 @@ class FileDigest:
             name: hashlib.new(name, usedforsecurity=False) for name in check.whole
         }
         # Per range: ends of the segments still open, relative to the range start.
-        self._ends = [
-            list(itertools.accumulate(r.segments or (r.length,)))[::-1] for r in ranges
-        ]
+        self._ends = [list(itertools.accumulate(r.parts))[::-1] for r in ranges]
         self._pos = [0] * len(ranges)
         self._md5: list[Any] = [None] * len(ranges)
         self._md5s: list[list[bytes]] = [[] for _ in ranges]
@@ -423,28 +420,12 @@ class FileDigest:
                 self._feed(index, view[:n])
             offset += n
 
-    def hash_written_parts(self, fd: int, indices: Sequence[int]) -> None:
-        """Read the segments of ranges `indices` back from `fd`; MD5 them in lanes.
-
-        Blocking: run it in a thread. Ranges may come in any order and batch; each
-        segment is its own message, 16 hashed at once (`md5_spans`). (The engine
-        pools the parts of many files into each call: `_parthash`.)
-
-        Raises:
-            IntegrityError: the file is shorter than a range.
-        """
-        spans = [span for index in indices for span in self.part_spans(fd, index)]
-        digests = iter(md5_spans(spans))
-        for index in indices:
-            count = len(self.byte_ranges[index].segments) or 1
-            self.adopt_part_md5s(index, [next(digests) for _ in range(count)])
-
     def part_spans(self, fd: int, index: int) -> list[tuple[int, int, int]]:
         """``(fd, offset, length)`` of each segment (upload part) of range `index`."""
         byte_range = self.byte_ranges[index]
         spans = []
         start = byte_range.start
-        for length in byte_range.segments or (byte_range.length,):
+        for length in byte_range.parts:
             spans.append((fd, start, length))
             start += length
         return spans
@@ -455,7 +436,7 @@ class FileDigest:
         Raises:
             ValueError: not one MD5 per segment.
         """
-        if len(md5s) != (len(self.byte_ranges[index].segments) or 1):
+        if len(md5s) != len(self.byte_ranges[index].parts):
             msg = "one MD5 per segment expected"
             raise ValueError(msg)
         self._md5s[index] = list(md5s)
