@@ -1,5 +1,5 @@
 """``python -m storage_init``."""
 
-from storage_init.cli import main
+from storage_init.cli import run
 
-raise SystemExit(main())
+run()

@@ -28,7 +28,7 @@ import sys
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._logging import configure_logging
 from ._progress import ProgressPrinter
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from .config import StorageConfig
     from .models import DownloadReport
 
-__all__ = ["EXIT_CODES", "main"]
+__all__ = ["EXIT_CODES", "main", "run"]
 
 log = logging.getLogger("storage_init")
 
@@ -311,3 +311,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("cannot write the report %s: %s", args.report, exc.strerror)  # noqa: TRY400
             return EXIT_FAILED
     return EXIT_OK
+
+
+def run() -> NoReturn:
+    """The process's entry point: `main`, then exit at once with its code.
+
+    When `main` returns, every file is in place or removed, and the report
+    and the termination message are written and closed; what is left is the
+    interpreter's teardown (idle worker threads joined, every module freed):
+    ~15 ms of a small download's wall time (by hand), spent for nothing. The
+    log handlers and the standard streams are flushed first.
+    """
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed, or a broken pipe
+            stream.flush()
+    os._exit(code)

@@ -109,6 +109,7 @@ if TYPE_CHECKING:
     from pathlib import Path, PurePosixPath
 
     from anyio.abc import TaskGroup
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
     from ._resume import RangeJournal
     from .backends._base import Backend, BlockingGet, RangeBody
@@ -130,6 +131,34 @@ INLINE_HASH_LIMIT = 1024 * 1024
 #: bigger batches. (1000 files of 100 KiB, by hand, 4 alternating runs: 1.27 s
 #: median with 256, 1.33 s with 16, as many as the per-file path's.)
 LANE_WINDOW = 256
+
+#: Listed objects the listing may run ahead of the files started: a page of S3's
+#: or GCS's, so that the next page is on its way while this one is worked on.
+LISTING_AHEAD = 1000
+
+#: A listed object: its path relative to the destination, and what the store says.
+_Listed = tuple[str, ObjectInfo]
+
+
+async def _received(
+    stream: MemoryObjectReceiveStream[_Listed],
+) -> AsyncIterator[_Listed]:
+    """Yield what `stream` receives until it is closed and empty.
+
+    It waits (a trip round the event loop) only when nothing is buffered:
+    `receive` takes that trip for every item, and 1000 small files took ~0.15 s
+    longer with it (by hand).
+    """
+    while True:
+        try:
+            yield stream.receive_nowait()
+        except anyio.WouldBlock:
+            try:
+                yield await stream.receive()
+            except anyio.EndOfStream:
+                return
+        except anyio.EndOfStream:
+            return
 
 
 async def _acquire(semaphore: anyio.Semaphore) -> None:
@@ -474,9 +503,11 @@ class Engine:
         await anyio.to_thread.run_sync(prepare_dest, pair.dest, manifest)
         in_lane = _Pending()
         lane_ok = True
+        listed, listing = anyio.create_memory_object_stream[_Listed](LISTING_AHEAD)
         try:
-            async with anyio.create_task_group() as tg:
-                async for rel, info in self._resolve(pair):
+            async with anyio.create_task_group() as tg, listing:
+                tg.start_soon(self._list_into, pair, listed)
+                async for rel, info in _received(listing):
                     if rel == MANIFEST_NAME or not is_selected(
                         rel, self._config.allow_patterns, self._config.ignore_patterns
                     ):
@@ -539,6 +570,21 @@ class Engine:
         )
         log.info("unpacked %d files from %s", count, archive.path)
         return count
+
+    async def _list_into(
+        self, pair: Pair, listed: MemoryObjectSendStream[_Listed]
+    ) -> None:
+        """Send `pair`'s objects (`_resolve`) to `listed`, then close it.
+
+        A task of its own, so that the next listing page is requested while the
+        files of this one are being sent down the lane, not after.
+        """
+        async with listed:
+            async for item in self._resolve(pair):
+                try:
+                    listed.send_nowait(item)  # no trip round the loop per object
+                except anyio.WouldBlock:
+                    await listed.send(item)
 
     async def _resolve(self, pair: Pair) -> AsyncIterator[tuple[str, ObjectInfo]]:
         """Yield ``(relative path, info)`` for every object of `pair`'s source.

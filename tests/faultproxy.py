@@ -18,6 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 _RANGE = re.compile(rb"\r\n[Rr]ange: bytes=(\d+)-(\d*)")
+_REQUEST_LINE = re.compile(
+    rb"(?:^|\r\n)((?:GET|HEAD|PUT|POST|DELETE) \S+) HTTP/1\.1\r\n"
+)
 _SLOWDOWN_BODY = (
     b"<?xml version='1.0'?><Error><Code>SlowDown</Code>"
     b"<Message>Reduce your request rate.</Message></Error>"
@@ -45,6 +48,8 @@ class Faults:
         budget: how many connections may be hit by flip/reset/truncate/stall.
         injected: how many faults were injected (all kinds).
         ranges: the (start, end) of every ranged request seen, in order.
+        requests: the method and target of every request seen, in order (as
+            text; a request line split across two reads is missed).
         connections: connections accepted.
     """
 
@@ -58,6 +63,7 @@ class Faults:
     budget: int = 1_000_000
     injected: int = 0
     ranges: list[tuple[int, int | None]] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
     connections: int = 0
 
     def _take(self) -> bool:
@@ -114,6 +120,9 @@ class FaultProxy:
             while data := await reader.read(65536):
                 for start, end in _RANGE.findall(data):
                     self.faults.ranges.append((int(start), int(end) if end else None))
+                self.faults.requests += (
+                    line.decode() for line in _REQUEST_LINE.findall(data)
+                )
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):

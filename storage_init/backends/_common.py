@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from ..models import ObjectInfo
 
 __all__ = [
+    "FIRST_PAGE_SIZE",
     "NETWORK_ERRORS",
     "Response",
     "WholeObjects",
@@ -35,6 +36,13 @@ __all__ = [
     "simple_error",
     "status_error",
 ]
+
+#: Objects asked for in a listing's first page; later pages take the configured
+#: size. No file starts before the first page is in and parsed, and a store
+#: answers 100 keys sooner than 1000: the engine then works on those while the
+#: next page is on its way (`Engine._list_into`). 1000 small files on SeaweedFS:
+#: the first GET 193 ms after start, not 262-275 (medians of 10, by hand).
+FIRST_PAGE_SIZE = 100
 
 
 class Response(Protocol):

@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit
 import anyio
 
 from ..errors import TransferError
-from ._common import NETWORK_ERRORS
+from ._common import FIRST_PAGE_SIZE, NETWORK_ERRORS
 from ._s3wire import (
     MAX_ERROR_BODY,
     S3Endpoint,
@@ -217,14 +217,19 @@ class LeanControl:
     async def list_pages(
         self, bucket: str, prefix: str
     ) -> AsyncIterator[list[ObjectInfo]]:
-        """Yield the objects under `prefix`, a page at a time (ListObjectsV2)."""
+        """Yield the objects under `prefix`, a page at a time (ListObjectsV2).
+
+        The first page is at most `FIRST_PAGE_SIZE` keys, the others
+        `S3Options.page_size`.
+        """
         uri = f"s3://{bucket}/{prefix}"
         token: str | None = None
+        size = min(self._options.page_size, FIRST_PAGE_SIZE)
         while True:
             params = {
                 "list-type": "2",
                 "encoding-type": "url",
-                "max-keys": str(self._options.page_size),
+                "max-keys": str(size),
                 "prefix": prefix,
             }
             if token:
@@ -243,3 +248,4 @@ class LeanControl:
             yield infos
             if not token:
                 return
+            size = self._options.page_size

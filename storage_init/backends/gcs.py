@@ -33,7 +33,7 @@ from ..errors import (
 )
 from ..models import ObjectInfo
 from ._aiohttp import AIOHTTP_ERRORS, new_session
-from ._common import WholeObjects, check_range, status_error
+from ._common import FIRST_PAGE_SIZE, WholeObjects, check_range, status_error
 from ._fetch import DataGet, FetchedRanges, Fetcher
 
 if TYPE_CHECKING:
@@ -185,9 +185,10 @@ class GCSBackend(WholeObjects, FetchedRanges):
         return _info(item)
 
     async def list_objects(self, bucket: str, prefix: str) -> AsyncIterator[ObjectInfo]:
-        """See `Backend.list_objects`."""
+        """See `Backend.list_objects` (the first page: `FIRST_PAGE_SIZE`)."""
         storage = await self._client()
-        params = {"prefix": prefix, "maxResults": str(self._options.page_size)}
+        first = min(self._options.page_size, FIRST_PAGE_SIZE)
+        params = {"prefix": prefix, "maxResults": str(first)}
         while True:
             with map_errors(_ERRORS, uri=f"gs://{bucket}/{prefix}"):
                 page = await storage.list_objects(bucket, params=params)
@@ -196,7 +197,11 @@ class GCSBackend(WholeObjects, FetchedRanges):
             token = page.get("nextPageToken")
             if not token:
                 return
-            params = {**params, "pageToken": token}
+            params = {
+                **params,
+                "maxResults": str(self._options.page_size),
+                "pageToken": token,
+            }
 
     async def _data_get(
         self, bucket: str, info: ObjectInfo, start: int, end: int, *, whole: bool

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from storage_init import GCSOptions, StorageConfig, TransferConfig, download
+from storage_init.backends._common import FIRST_PAGE_SIZE
 from storage_init.backends.gcs import GCSBackend
 from storage_init.models import MiB
 from tests.backends.conformance import BackendConformance
@@ -104,6 +105,30 @@ async def test_pagination(gcs_server: GCSServer, tmp_path) -> None:
         f"gs://{gcs_server.bucket}/gmany", tmp_path, config=_config(gcs_server)
     )
     assert len(report.files) == 1003
+
+
+async def test_first_listing_page_is_small(gcs_server: GCSServer, tmp_path) -> None:
+    """The first page asks for FIRST_PAGE_SIZE objects, later ones the page size."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.faultproxy import Faults, fault_proxy
+
+    count = FIRST_PAGE_SIZE + 3
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: gcs_server.put(f"gpaged/{i:04}", b"x"), range(count)))
+    faults = Faults()
+    with fault_proxy(gcs_server.host, faults) as proxy:
+        config = StorageConfig(gcs=GCSOptions(emulator_host=proxy.endpoint))
+        report = await download(
+            f"gs://{gcs_server.bucket}/gpaged", tmp_path, config=config
+        )
+    assert sorted(f.path for f in report.files) == [f"{i:04}" for i in range(count)]
+    listings = [r for r in faults.requests if "/o?" in r and "prefix=" in r]
+    assert len(listings) == 2
+    assert f"maxResults={FIRST_PAGE_SIZE}" in listings[0]
+    assert "pageToken" not in listings[0]
+    assert "maxResults=1000" in listings[1]
+    assert "pageToken" in listings[1]
 
 
 async def test_resets_are_resumed(gcs_server: GCSServer, tmp_path) -> None:

@@ -6,6 +6,7 @@ import hashlib
 import os
 import sys
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
 import anyio
 import pytest
@@ -21,6 +22,7 @@ from storage_init import (
 )
 from storage_init._md5lanes import available as md5_lanes_available
 from storage_init._md5lanes import md5_spans
+from storage_init.backends._common import FIRST_PAGE_SIZE
 from storage_init.backends.s3 import S3Backend
 from storage_init.manifest import MANIFEST_NAME
 from storage_init.models import MiB, TransferStats
@@ -146,8 +148,6 @@ class TestS3Download:
 
     async def test_pagination_over_1000_keys(self, s3_server, seeder, tmp_path):
         """More than 1000 keys: every page of the listing is followed."""
-        from concurrent.futures import ThreadPoolExecutor
-
         with ThreadPoolExecutor(16) as pool:
             list(
                 pool.map(
@@ -160,6 +160,36 @@ class TestS3Download:
         )
         assert len(report.files) == 1005
         assert (tmp_path / "01004.txt").read_bytes() == b"1004"
+
+    async def test_first_listing_page_is_small(self, s3_server, seeder, tmp_path):
+        """The first page asks for FIRST_PAGE_SIZE keys, later ones the page size.
+
+        Every object is still downloaded once, whatever page it came in.
+        """
+        if _SDK:
+            pytest.skip("aiobotocore's paginator asks for one page size")
+        count = FIRST_PAGE_SIZE + 5
+        with ThreadPoolExecutor(16) as pool:
+            list(
+                pool.map(
+                    lambda i: seeder.put(f"paged/{i:04}", str(i).encode()),
+                    range(count),
+                )
+            )
+        faults = Faults()
+        with fault_proxy(s3_server.endpoint, faults) as proxy:
+            report = await download(
+                f"s3://{s3_server.bucket}/paged",
+                tmp_path,
+                config=_proxied(s3_server, proxy.endpoint),
+            )
+        assert sorted(f.path for f in report.files) == [f"{i:04}" for i in range(count)]
+        listings = [r for r in faults.requests if "list-type=2" in r]
+        assert len(listings) == 2
+        assert f"max-keys={FIRST_PAGE_SIZE}&" in listings[0]
+        assert "continuation-token" not in listings[0]
+        assert "max-keys=1000&" in listings[1]
+        assert "continuation-token" in listings[1]
 
     @pytest.mark.parametrize(
         ("kwargs", "label"),

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -200,3 +203,31 @@ class TestReport:
             "verified": True,
             "resumed": 0,
         }
+
+
+class TestRun:
+    def test_exits_with_mains_code_after_flushing(self, tmp_path: Path) -> None:
+        """`run` leaves by os._exit with `main`'s code, buffered output written.
+
+        stdout is a pipe here, so block-buffered: without the flush the text
+        printed before would be lost with the process.
+        """
+        code = (
+            "import sys\n"
+            "from storage_init import cli\n"
+            "print('written before', end='')\n"
+            "sys.argv = ['storage-init', 'only-one-argument']\n"
+            "cli.run()\n"
+        )
+        environ = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=tmp_path,
+            env=environ,
+        )
+        assert done.returncode == 2
+        assert done.stdout == "written before"
+        assert "expected SRC DEST pairs" in done.stderr
