@@ -505,7 +505,9 @@ class Engine:
         lane_ok = True
         listed, listing = anyio.create_memory_object_stream[_Listed](LISTING_AHEAD)
         try:
-            async with anyio.create_task_group() as tg, listing:
+            # The receiving end closes after the task group: a listing task still
+            # sending is cancelled (on an error) before it could find it closed.
+            async with listing, anyio.create_task_group() as tg:
                 tg.start_soon(self._list_into, pair, listed)
                 async for rel, info in _received(listing):
                     if rel == MANIFEST_NAME or not is_selected(

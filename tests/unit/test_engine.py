@@ -22,6 +22,7 @@ from storage_init import (
 )
 from storage_init._md5lanes import md5_spans
 from storage_init.backends.memory import MemoryBackend
+from storage_init.engine import LISTING_AHEAD
 from storage_init.manifest import MANIFEST_NAME
 from storage_init.models import MiB, TransferStats
 from tests.doubles import FlakyBackend, HeldBackend, SlowBackend
@@ -128,6 +129,22 @@ class TestResolve:
         with pytest.raises(UnsafePathError):
             await download("memory://b/m", tmp_path / "d", backends={"memory": store})
         assert _files(tmp_path) == {}
+
+    async def test_unsafe_key_while_the_listing_runs_ahead(
+        self, tmp_path: Path
+    ) -> None:
+        """The listing task, blocked on a full buffer, ends quietly on an error.
+
+        The first key is unsafe and the listing has more objects than the buffer
+        holds: the error is raised alone, not in a group with the listing task's.
+        """
+        store = MemoryBackend()
+        store.put("b", "m/../escape", b"evil")
+        for i in range(LISTING_AHEAD + 10):
+            store.put("b", f"m/{i:05}", b"x")
+        with pytest.raises(UnsafePathError):
+            await download("memory://b/m", tmp_path / "d", backends={"memory": store})
+        assert not (tmp_path / "escape").exists()
 
 
 class TestTransfer:
