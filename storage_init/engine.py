@@ -535,6 +535,7 @@ class Engine:
                 # Within the task group: a file the lane hands back starts in it.
                 await in_lane.wait()
         except BaseException:
+            listed.close()  # the listing task's job, unless it was cancelled unstarted
             manifest.close()
             raise
         files.sort(key=lambda f: f.path)
@@ -588,7 +589,7 @@ class Engine:
                 except anyio.WouldBlock:
                     await listed.send(item)
 
-    async def _resolve(self, pair: Pair) -> AsyncIterator[tuple[str, ObjectInfo]]:
+    async def _resolve(self, pair: Pair) -> AsyncIterator[_Listed]:
         """Yield ``(relative path, info)`` for every object of `pair`'s source.
 
         ``scheme://bucket/key`` is that object when it exists, otherwise the
