@@ -319,8 +319,8 @@ def run() -> NoReturn:
     When `main` returns, every file is in place or removed, and the report
     and the termination message are written and closed; what is left is the
     interpreter's teardown (idle worker threads joined, every module freed):
-    ~15 ms of a small download's wall time (by hand), spent for nothing. The
-    log handlers and the standard streams are flushed first.
+    ~15 ms of a small download's wall time (by hand, a scratch timer), spent for
+    nothing. The log handlers and the standard streams are flushed first.
     """
     code = main()
     logging.shutdown()

@@ -41,7 +41,8 @@ __all__ = [
 #: size. No file starts before the first page is in and parsed, and a store
 #: answers 100 keys sooner than 1000: the engine then works on those while the
 #: next page is on its way (`Engine._list_into`). 1000 small files on SeaweedFS:
-#: the first GET 193 ms after start, not 262-275 (medians of 10, by hand).
+#: the first GET 193 ms after start, not 262-275 (medians of 10, by hand with a
+#: scratch in-process timer; README, How it works).
 FIRST_PAGE_SIZE = 100
 
 
