@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import anyio
 import anyio.lowlevel
 
+from ._first import FirstItem
 from ._lane import Lane, Slot, StoppedError
 from ._local import (
     make_dirs,
@@ -605,15 +606,28 @@ class Engine:
             if age is not None:
                 log.debug("first request %.0f ms after the process started", age * 1e3)
         prefix = uri.key
-        if prefix and not prefix.endswith("/"):
-            async with self._requests:
-                info = await backend.stat(uri.bucket, prefix)
-            if info is not None:
-                yield uri.name, info
-                return
+        if not prefix or prefix.endswith("/"):
+            listed = backend.list_objects(uri.bucket, prefix)
+        else:
+            # The prefix is listed while the HEAD asks for the object, not after
+            # it: a model's URI (`s3://bucket/models/llama`) is usually a prefix,
+            # whose listing then does not wait a round trip for the HEAD's 404.
+            # For an object, the listing is cancelled and its failure (a policy
+            # that grants GetObject but not ListBucket) dropped.
             prefix += "/"
+            first = FirstItem(backend.list_objects(uri.bucket, prefix))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(first.fetch)
+                async with self._requests:
+                    single = await backend.stat(uri.bucket, uri.key)
+                if single is not None:
+                    tg.cancel_scope.cancel()
+            if single is not None:
+                yield uri.name, single
+                return
+            listed = first.rest()
         found = False
-        async for info in backend.list_objects(uri.bucket, prefix):
+        async for info in listed:
             found = True
             yield info.key[len(prefix) :], info
         if not found:

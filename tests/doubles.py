@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from storage_init.backends.memory import MemoryBackend
-from storage_init.errors import NetworkError
+from storage_init.errors import AccessDeniedError, NetworkError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -107,3 +107,33 @@ class HeldBackend(MemoryBackend):
                 with anyio.move_on_after(5):  # never forever, whatever the engine
                     await self.until.wait()
             yield body
+
+
+class ListingWatchBackend(MemoryBackend):
+    """A MemoryBackend that notes whether a listing began while a HEAD was waiting.
+
+    Each `stat` waits (up to `wait` seconds) for a listing to begin before it
+    answers; `listing_began_during_head` says whether one did. With
+    `deny_listing`, every listing fails as a policy without ListBucket makes it.
+    """
+
+    def __init__(self, *, wait: float = 2.0, deny_listing: bool = False) -> None:
+        super().__init__()
+        self.wait = wait
+        self.deny_listing = deny_listing
+        self.listing_began = anyio.Event()
+        self.listing_began_during_head = False
+
+    async def stat(self, bucket: str, key: str) -> ObjectInfo | None:
+        with anyio.move_on_after(self.wait):
+            await self.listing_began.wait()
+        self.listing_began_during_head = self.listing_began.is_set()
+        return await super().stat(bucket, key)
+
+    async def list_objects(self, bucket: str, prefix: str) -> AsyncIterator[ObjectInfo]:
+        self.listing_began.set()
+        if self.deny_listing:
+            msg = "ListBucket denied (injected)"
+            raise AccessDeniedError(msg, uri=f"memory://{bucket}/{prefix}")
+        async for info in super().list_objects(bucket, prefix):
+            yield info

@@ -7,6 +7,7 @@ import anyio
 import pytest
 
 from storage_init import (
+    AccessDeniedError,
     IntegrityError,
     LocalIOError,
     ObjectChangedError,
@@ -25,7 +26,7 @@ from storage_init.backends.memory import MemoryBackend
 from storage_init.engine import LISTING_AHEAD
 from storage_init.manifest import MANIFEST_NAME
 from storage_init.models import MiB, TransferStats
-from tests.doubles import FlakyBackend, HeldBackend, SlowBackend
+from tests.doubles import FlakyBackend, HeldBackend, ListingWatchBackend, SlowBackend
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -72,6 +73,36 @@ class TestResolve:
             "memory://b/models/m", tmp_path / "b", backends={"memory": store}
         )
         assert _files(tmp_path / "b") == {"m": b"single"}
+
+    async def test_prefix_listed_while_the_head_is_in_flight(
+        self, tmp_path: Path
+    ) -> None:
+        """A key without a slash: its prefix's listing does not wait for the HEAD."""
+        store = ListingWatchBackend()
+        store.put("b", "models/llama/config.json", b"{}")
+        report = await download(
+            "memory://b/models/llama", tmp_path, backends={"memory": store}
+        )
+        assert store.listing_began_during_head
+        assert [f.path for f in report.files] == ["config.json"]
+
+    async def test_object_needs_no_listing_permission(self, tmp_path: Path) -> None:
+        """The listing sent alongside an object's HEAD may fail: it is not needed.
+
+        A prefix still needs it: then its failure is the error.
+        """
+        store = ListingWatchBackend(wait=0.05, deny_listing=True)
+        store.put("b", "models/m.bin", b"single")
+        store.put("b", "models/llama/config.json", b"{}")
+        await download(
+            "memory://b/models/m.bin", tmp_path / "a", backends={"memory": store}
+        )
+        assert _files(tmp_path / "a") == {"m.bin": b"single"}
+        with pytest.raises(AccessDeniedError, match="ListBucket denied"):
+            await download(
+                "memory://b/models/llama", tmp_path / "b", backends={"memory": store}
+            )
+        assert _files(tmp_path / "b") == {}
 
     async def test_whole_bucket_zero_bytes_and_markers(self, tmp_path: Path) -> None:
         """A bucket URI takes every key; empty objects stay; markers make dirs."""
