@@ -16,6 +16,7 @@ rewrites the manifest compactly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -214,14 +215,29 @@ class Manifest:
             log.warning("cannot update the manifest %s: %s", self.path, exc.strerror)
 
     def compact(self) -> None:
-        """Rewrite the manifest with this run's files (and other sources' entries)."""
+        """Rewrite the manifest with this run's files (and other sources' entries).
+
+        A manifest that holds exactly those lines already (a first download's:
+        one line appended per file) is left as it is. Replacing it frees the old
+        file's blocks, and where a file system discards freed blocks at once
+        (ext4 without a journal, mounted with ``discard``, as this project's
+        test machine is), that waits for the disk behind the writeback of the
+        download: 0.24 s at the end of a 4 GiB model, in the run whose kernel
+        stacks were sampled (``submit_bio_wait < blkdev_issue_discard <
+        ext4_free_blocks < ... < __dentry_kill``, under the rename).
+        """
         self.close()
         entries = [*self._others, *self._current.values()]
+        lines = [e.as_json() + "\n" for e in entries]
+        with (
+            contextlib.suppress(OSError, UnicodeDecodeError),
+            self.path.open(encoding="utf-8") as held,
+        ):
+            if sorted(held) == sorted(lines):
+                return
         temp = self.path.with_name(self.path.name + ".tmp")
         try:
-            temp.write_text(
-                "".join(e.as_json() + "\n" for e in entries), encoding="utf-8"
-            )
+            temp.write_text("".join(lines), encoding="utf-8")
             temp.replace(self.path)
         except OSError as exc:
             log.warning("cannot rewrite the manifest %s: %s", self.path, exc.strerror)

@@ -135,3 +135,40 @@ def test_record_after_close_writes_nothing(tmp_path: Path) -> None:
     manifest.close()
     assert (tmp_path / MANIFEST_NAME).read_text() == before
     assert before.count("\n") == 1
+
+
+class TestCompact:
+    @staticmethod
+    def _record(manifest: Manifest, path: str, etag: str) -> None:
+        report = FileReport(
+            path=path, size=1, seconds=0.0, verification="md5", verified=True
+        )
+        manifest.record(report, ObjectInfo(key=f"m/{path}", size=1, etag=etag), 1)
+
+    def test_a_compact_manifest_is_not_replaced(self, tmp_path: Path) -> None:
+        """A first run's manifest (one line per file) stays the file it was.
+
+        Replacing it would free its blocks, which some file systems discard at
+        once, waiting for the disk (see `Manifest.compact`).
+        """
+        manifest = Manifest(tmp_path, "memory://b/m")
+        self._record(manifest, "a.bin", "e1")
+        self._record(manifest, "b.bin", "e2")
+        manifest.close()
+        inode = (tmp_path / MANIFEST_NAME).stat().st_ino
+        manifest.compact()
+        assert (tmp_path / MANIFEST_NAME).stat().st_ino == inode
+        assert (tmp_path / MANIFEST_NAME).read_text().count("\n") == 2
+
+    def test_superseded_lines_are_dropped(self, tmp_path: Path) -> None:
+        """A file recorded twice (a new version) keeps only its last line."""
+        first = Manifest(tmp_path, "memory://b/m")
+        self._record(first, "a.bin", "e1")
+        self._record(first, "b.bin", "e2")
+        first.compact()
+        second = Manifest(tmp_path, "memory://b/m")
+        second.load()
+        self._record(second, "a.bin", "e3")
+        second.compact()
+        lines = (tmp_path / MANIFEST_NAME).read_text().splitlines()
+        assert [('"e3"' in line, '"e2"' in line) for line in lines] == [(True, False)]
