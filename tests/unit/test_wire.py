@@ -13,8 +13,11 @@ import errno
 import gc
 import mmap
 import os
+import socket
 import ssl
+import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
@@ -863,3 +866,30 @@ async def test_get_to_file_not_over_tls(
     ):
         assert await _get_to_file(pool, url, tmp_path / "f", 5) is None
         assert requests == []
+
+
+def test_connect_and_refusal() -> None:
+    """A listening port connects; a closed one raises the connect's failure."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        with wire._open_socket("127.0.0.1", port, 2.0) as sock:
+            assert sock.getpeername() == ("127.0.0.1", port)
+    with pytest.raises(ConnectionRefusedError):
+        wire._open_socket("127.0.0.1", port, 2.0)
+
+
+def test_an_ascii_host_needs_no_idna_codec() -> None:
+    """The first connection imports no codec (5-6 ms before the first request)."""
+    script = textwrap.dedent(
+        """
+        import socket, sys
+        from storage_init.backends._wire import _open_socket
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            _open_socket("localhost", server.getsockname()[1], 2.0).close()
+        print("encodings.idna" in sys.modules)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
