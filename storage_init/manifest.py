@@ -224,7 +224,8 @@ class Manifest:
         test machine is), that waits for the disk behind the writeback of the
         download: 0.24 s at the end of a 4 GiB model, in the run whose kernel
         stacks were sampled (``submit_bio_wait < blkdev_issue_discard <
-        ext4_free_blocks < ... < __dentry_kill``, under the rename).
+        ext4_free_blocks < ... < __dentry_kill``, under the rename; see
+        `benchmarks.stall_probe`).
         """
         self.close()
         entries = [*self._others, *self._current.values()]
