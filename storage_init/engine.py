@@ -70,6 +70,7 @@ import anyio.lowlevel
 from ._first import FirstItem
 from ._lane import Lane, Slot, StoppedError
 from ._local import (
+    commit_temp,
     make_dirs,
     open_temp,
     prepare_dest,
@@ -958,9 +959,7 @@ class Engine:
         if small:
             mtime_ns = temp.commit()
         else:
-            mtime_ns = await anyio.to_thread.run_sync(temp.commit)
-        if job.journal is not None:
-            job.journal.remove()
+            mtime_ns = await anyio.to_thread.run_sync(commit_temp, temp, job.journal)
         self._open.discard(job)
         log.debug("verified %s (%s)", rel, digest.check.label)
         report = FileReport(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,33 @@ class TestResume:
             ".storage-init-manifest.jsonl",
             "big.bin",
         ]
+
+    async def test_journal_is_deleted_off_the_event_loop(
+        self, tmp_path: Path, monkeypatch
+    ) -> None:
+        """A completed file's journal goes in a worker thread, after the rename.
+
+        Deleting a file can wait on the disk (a discard of its freed block behind
+        the writeback); on the loop that held up every other file.
+        """
+        store = MemoryBackend()
+        store.put("b", "big.bin", os.urandom(SIZE), checksum="crc64nvme")
+        removals: list[tuple[bool, bool]] = []
+        remove = RangeJournal.remove
+
+        def spy(journal: RangeJournal) -> None:
+            final = tmp_path / "big.bin"
+            on_loop = threading.current_thread() is threading.main_thread()
+            removals.append((on_loop, final.exists()))
+            remove(journal)
+
+        monkeypatch.setattr(RangeJournal, "remove", spy)
+        await download(
+            "memory://b/big.bin", tmp_path, config=_config(), backends={"memory": store}
+        )
+        # open_temp's removal of a stale journal comes first, then the commit's.
+        assert removals[-1] == (False, True)
+        assert not [n for n in os.listdir(tmp_path) if ".partial" in n]
 
     async def test_changed_object_starts_over(self, tmp_path: Path, monkeypatch):
         """A new object version never reuses the old partial file; it is swept."""
