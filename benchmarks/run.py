@@ -374,6 +374,13 @@ def _machine() -> dict[str, object]:
         text=True,
         check=False,
     ).stdout.strip()
+    # The code measured: the tables are read against commits.
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     return {
         "cores": os.cpu_count(),
         "memory_gib": round(mem / 1024**3, 1),
@@ -382,6 +389,7 @@ def _machine() -> dict[str, object]:
         "kernel": platform.release(),
         "s5cmd": s5,
         "storage-init": si,
+        "commit": commit or "unknown",
         "server": "SeaweedFS (weed mini) on 127.0.0.1, same machine",
     }
 
@@ -689,8 +697,8 @@ def main() -> int:
         f"Workloads: {', '.join(workloads_text)}; {args.runs} "
         "rounds, each in its own shuffled order; median (min-max).\n"
         f"Machine: {machine['cores']} cores, {machine['memory_gib']} GiB, "
-        f"{machine['cpu']}, Python {machine['python']}, {machine['s5cmd']}; "
-        f"{machine['server']}.\n\n"
+        f"{machine['cpu']}, Python {machine['python']}, s5cmd {machine['s5cmd']}, "
+        f"storage-init at {machine['commit']}; {machine['server']}.\n\n"
     )
     (out / "latest.md").write_text(header + table)
     chart = out / "latest.png"
