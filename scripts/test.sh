@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The test command (CI runs it through .ci/run): lint, type checks, then every test,
-# including the integration tests against a real SeaweedFS S3 server on 127.0.0.1,
-# which the test session starts and stops itself.
+# The test command (CI runs it through .ci/run): set-up (scripts/bootstrap.sh), lint,
+# type checks, then every test, including the integration tests against real servers
+# on 127.0.0.1 (SeaweedFS, fake-gcs-server, Azurite, nginx), which the test session
+# starts and stops itself.
 # usage: scripts/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
