@@ -15,8 +15,8 @@
  * last 16 bytes plus any tail go through the table. With VPCLMULQDQ the eight
  * blocks fold in four pairs of multiplications on AVX2 (two blocks per 256-bit
  * register) or two on AVX-512 (four per 512-bit one) instead of eight: the same
- * constants, the same result, 2.2x the throughput of PCLMULQDQ on an AVX2-only EPYC (chunks
- * in the cache; benchmarks/kernels.py).
+ * constants, the same result, twice PCLMULQDQ's throughput on an AVX2-only EPYC
+ * (256 KiB chunks in the cache, benchmarks/kernels.py).
  *
  * Freestanding like _md5x16.c: no headers but the compiler's intrinsics.
  *
