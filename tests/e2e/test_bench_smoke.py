@@ -106,6 +106,24 @@ def test_kernels_benchmark_runs(tmp_path) -> None:
     assert all(float(r.rsplit("|", 2)[1]) > 0 for r in measured)
 
 
+def test_readback_benchmark_runs(tmp_path) -> None:
+    """The read-back benchmark CRCs files both ways, and the two ways agree."""
+    files = [tmp_path / "a", tmp_path / "b"]
+    for f in files:
+        f.write_bytes(os.urandom(600_000))  # chunks and a tail
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.readback", *map(str, files), "--runs", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["pread", "mmap"]
+
+
 def test_lane_probe_runs(s3_server, tmp_path) -> None:
     """The small-file probe downloads, and counts what it says it counts."""
     seeder = S3Seeder(s3_server)
