@@ -8,13 +8,10 @@ writes the body, checks it and renames the file. Asyncio only (`run_abortable`).
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
-import math
 import queue
 import threading
-import time
 from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 import anyio
@@ -29,7 +26,7 @@ if TYPE_CHECKING:
 
     from .backends._base import BlockingGet
 
-__all__ = ["Lane", "Slot", "StoppedError", "wanted_workers"]
+__all__ = ["Lane", "Slot", "StoppedError"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -41,29 +38,6 @@ R = TypeVar("R")
 #: 100 KiB started 150-770 workers where 64 were allowed: `benchmarks.lane_probe`).
 #: `close` sends the idle ones away at once at the end.
 LINGER = 1.0
-
-
-#: Workers a lane starts with (or its limit, if lower); it adds more while its
-#: items wait on the network (`wanted_workers`). With every response 30 ms late
-#: (`benchmarks.delayproxy`) 1000 small files need ~64 in flight; on loopback,
-#: where a GET costs CPU, not waiting, 16 were faster than 64 (CRC small files,
-#: `benchmarks.alternate`, 10 rounds: 1.40 s against 1.57, 24 1.46 s; 0.85 user
-#: and 0.40 system CPU s against 0.94 and 0.49): fewer threads hand the GIL
-#: around, fewer files are created at once in one directory.
-BASE_WORKERS = 16
-
-#: The shortest span over which the lane measures how fast items finish.
-RATE_WINDOW = 0.05
-
-
-def wanted_workers(base: int, rate: float, round_trip: float) -> int:
-    """Return the workers that keep `rate` items a second going.
-
-    Little's law: when each item spends at least `round_trip` seconds waiting
-    on the store, ``rate * round_trip`` of them are waiting at any moment;
-    `base` more keep the CPU busy meanwhile. Not capped here.
-    """
-    return base + math.ceil(rate * round_trip)
 
 
 #: Put in the queue to send one waiting worker away.
@@ -79,9 +53,6 @@ class Slot:
 
     def __init__(self) -> None:
         self.stopped = False
-        #: Seconds the last request spent in its blocking call (sent until
-        #: answered): set by the work for the lane's `wanted_workers`.
-        self.round_trip = math.inf
         self._current: BlockingGet | None = None
 
     def start(self, get: BlockingGet) -> None:
@@ -111,13 +82,10 @@ class Slot:
 class Lane(Generic[T, R]):
     """Up to `workers` threads that run ``work(item, slot)`` for each item submitted.
 
-    It starts with `BASE_WORKERS` of them at most and allows more (never fewer,
-    never more than `workers`) as `wanted_workers` says, from how fast items
-    finish and the shortest `Slot.round_trip` a work reported (none reported:
-    no more). Each worker thread takes items until the queue has stayed empty
-    for `LINGER` seconds, holding one token of `limiter` meanwhile (so requests
-    in flight stay capped with everyone else's); a worker is started only for
-    an item that no idle one will take.
+    Each worker thread takes items until the queue has stayed empty for `LINGER`
+    seconds, holding one token of `limiter` meanwhile (so requests in flight stay
+    capped with everyone else's); a worker is started only for an item that no
+    idle one will take.
     Results come back to the event loop in batches, to ``finish(batch)`` in a task
     of `tg`: one wake-up of the loop for however many items finished meanwhile,
     where a thread hop per item cost ~110 us of CPU each way.
@@ -146,14 +114,6 @@ class Lane(Generic[T, R]):
         self._tg = tg
         self._limiter = limiter
         self._max_workers = workers
-        #: Workers allowed now: grows towards `_max_workers` (`_grow`).
-        self._workers = min(BASE_WORKERS, workers)
-        #: The shortest `Slot.round_trip` so far (set by the workers).
-        self._fastest = math.inf
-        #: When the first item came, and (time, count) of recent finished batches.
-        self._began = 0.0
-        self._finished: collections.deque[tuple[float, int]] = collections.deque()
-        self._in_window = 0
         self._work = work
         self._finish = finish
         self._loop = asyncio.get_running_loop()
@@ -180,8 +140,6 @@ class Lane(Generic[T, R]):
 
     def submit(self, item: T) -> None:
         """Queue `item` (from the event loop); a worker takes it when one is free."""
-        if not self._began:
-            self._began = time.perf_counter()
         self._queue.put(item)
         self._spawn_if_needed()
 
@@ -196,40 +154,17 @@ class Lane(Generic[T, R]):
         """
         return self._unstarted > 0
 
-    def _spawn_if_needed(self) -> bool:
-        """Start a worker if an item waits that no idle one will take; say if so."""
+    def _spawn_if_needed(self) -> None:
         # Only for items no idle worker will take: one started per item found
         # nothing to take when an idle worker was quicker, left, and was
         # started again (see `LINGER`).
-        if self._queue.qsize() > self._idle and self._running < self._workers:
+        if self._queue.qsize() > self._idle and self._running < self._max_workers:
             self._running += 1
             self._unstarted += 1
             if not self._prestarted:
                 self._prestarted = True
-                prestart(self._workers)
+                prestart(self._max_workers)
             self._tg.start_soon(self._worker)
-            return True
-        return False
-
-    def _grow(self, finished: int) -> None:
-        """Count `finished` items; allow the workers `wanted_workers` asks for."""
-        now = time.perf_counter()
-        self._finished.append((now, finished))
-        self._in_window += finished
-        fastest = self._fastest
-        span = max(RATE_WINDOW, 1.5 * fastest) if fastest < math.inf else RATE_WINDOW
-        while self._finished[0][0] < now - span:
-            self._in_window -= self._finished.popleft()[1]
-        # Closed: the queue holds only the `_STOP`s meant for the workers running.
-        if self._closed or self._workers >= self._max_workers or fastest == math.inf:
-            return
-        rate = self._in_window / min(span, now - self._began)
-        wanted = min(wanted_workers(BASE_WORKERS, rate, fastest), self._max_workers)
-        if wanted > self._workers:
-            prestart(wanted - self._workers)
-            self._workers = wanted
-            while self._spawn_if_needed():
-                pass
 
     def undelivered(self) -> list[tuple[T, R]]:
         """Take the results that `finish` never got (the group was cancelled).
@@ -264,9 +199,9 @@ class Lane(Generic[T, R]):
                 self._unstarted -= 1
             # The thread has returned (or never ran): counted out here, on the
             # loop, which then starts another if items came meanwhile. Not
-            # after a cancellation or an error: a worker started then would be
-            # cancelled at once, and start the next (a worker `_grow` allowed
-            # as the group was cancelled did so without end).
+            # after a cancellation or an error: a worker started then is
+            # cancelled at once, before its thread, and would start the next,
+            # without end (the loop spun at 100 % CPU, the group never exited).
             self._running -= 1
             if returned and not slot.stopped and not self._closed:
                 self._spawn_if_needed()
@@ -290,8 +225,6 @@ class Lane(Generic[T, R]):
             if item is _STOP or slot.stopped:
                 return
             result = self._work(cast("T", item), slot)
-            # Unlocked: a lost update only leaves the minimum a little high.
-            self._fastest = min(self._fastest, slot.round_trip)
             self._done.put((cast("T", item), result))
             # Cleared by `_collect` before it drains: a result put after its
             # drain always finds the flag down and wakes it.
@@ -310,7 +243,6 @@ class Lane(Generic[T, R]):
             batch = _drain(self._done)
             if batch:
                 self._finish(batch)
-                self._grow(len(batch))
             # Closed once every submitter has seen its items finished: none is left.
             if self._closed:
                 return

@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--small-file-concurrency",
         type=int,
-        help="small files' GETs in flight at most, on top "
+        help="small files' GETs in flight, on top "
         "(STORAGE_INIT_SMALL_FILE_CONCURRENCY)",
     )
     parser.add_argument(

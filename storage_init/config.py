@@ -127,9 +127,8 @@ class TransferConfig:
             small files' GETs) in flight, all files and pairs together. Env
             STORAGE_INIT_CONCURRENCY.
         small_file_concurrency: whole-object GETs of files up to `part_size` in
-            flight at most, on top of `max_concurrency` (each in a worker thread
-            of its own): 16 at first, more while they wait on round trips
-            (`_lane.wanted_workers`). Env STORAGE_INIT_SMALL_FILE_CONCURRENCY.
+            flight, on top of `max_concurrency` (each in a worker thread of its
+            own). Env STORAGE_INIT_SMALL_FILE_CONCURRENCY.
         io_concurrency: threads for MD5/SHA-256 hashing and file creation.
         stall_timeout: seconds without a byte after which a request is abandoned
             and retried. Env STORAGE_INIT_STALL_TIMEOUT.

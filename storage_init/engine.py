@@ -12,10 +12,7 @@ Shape of one run, for any number of source/destination pairs::
 - One `CapacityLimiter(max_concurrency)` caps ranges (and other requests) in flight
   for all files and pairs; another, `small_file_concurrency`, the lane's workers,
   each with one small file's GET at a time: those wait on round trips, not on
-  bandwidth, so the lane starts 16 and adds workers while the rate files finish
-  at times the shortest round trip a GET took asks for more (Little's law,
-  `_lane.wanted_workers`). Listing streams page by page; files start while
-  listing goes on.
+  bandwidth. Listing streams page by page; files start while listing goes on.
 - Small files go down the lane (`_lane.Lane`): per file the event loop only signs
   the request and records the result; a retryable failure sends the file the
   per-file way, whose retries and backoff handle it. A small file whose check
@@ -716,7 +713,6 @@ class Engine:
             # The CRC a response without checksum fields gets: the listing's.
             listed = listed_crc(info)
             default = -1 if listed is None or listed.native is None else listed.native
-            sent = time.perf_counter()
             fetched = get.fetch_to_file(
                 temp.fd,
                 info.size,
@@ -726,7 +722,6 @@ class Engine:
                 timeout=cfg.stall_timeout,
             )
             body = get.send() if fetched is None else None
-            slot.round_trip = time.perf_counter() - sent
             said = body.info if body is not None else fetched and fetched.info
             check = choose_check(said or info, cfg.verify)
             if check.needs_parts:
