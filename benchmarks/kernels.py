@@ -34,6 +34,7 @@ from storage_init import _md5lanes
 from storage_init._crc import _native_algorithm
 from storage_init._md5lanes import _Kernel, md5_spans
 from storage_init._native import library
+from storage_init.config import TransferConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = {
@@ -112,9 +113,8 @@ def crc_rows(size: int, runs: int) -> list[tuple[str, float]]:
                 rows.append((f"{name}, storage-init {label}", speed))
             crc = _native_algorithm(native, "crc64nvme")
             speed = best(functools.partial(_in_cache, crc.update, size), runs, size)
-            rows.append(
-                (f"crc64nvme, storage-init {label}, {_CHUNK_KIB} KiB in cache", speed)
-            )
+            what = f"crc64nvme, storage-init {label}, {_CHUNK // 1024} KiB in cache"
+            rows.append((what, speed))
     finally:
         native.crc_limit(max(CRC_LEVELS))  # back to the best the CPU has
     from awscrt import checksums
@@ -130,14 +130,15 @@ def crc_rows(size: int, runs: int) -> list[tuple[str, float]]:
     return rows
 
 
-#: The receive loop's chunk (`_recvfile.c`): each is CRC'd right after it came
-#: in, from the cache, not from memory as the whole-buffer rows are.
-_CHUNK_KIB = 256
+#: The receive loop's chunk (the default `TransferConfig.chunk_size`): each is
+#: CRC'd right after it came in, from the cache, not from memory as the
+#: whole-buffer rows are.
+_CHUNK = TransferConfig().chunk_size
 
 
 def _in_cache(update: Callable[[bytes, int], int], size: int) -> int:
     """CRC `size` bytes as one chunk's worth, over and over (it stays cached)."""
-    chunk = b"\x5a" * (_CHUNK_KIB * 1024)
+    chunk = b"\x5a" * _CHUNK
     crc = 0
     for _ in range(size // len(chunk)):
         crc = update(chunk, crc)

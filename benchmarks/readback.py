@@ -22,9 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from storage_init._crc import crc_algorithm
+from storage_init.config import TransferConfig
 
-#: The receive loop's chunk (`_recvfile.c`).
-CHUNK = 256 * 1024
+#: The receive loop's chunk (the default `TransferConfig.chunk_size`).
+CHUNK = TransferConfig().chunk_size
 
 Update = Callable[[bytes | memoryview, int], int]
 

@@ -16,42 +16,49 @@ from tests.s3util import S3Seeder
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_harness_runs(tmp_path) -> None:
-    """One round of storage-init and s5cmd on every kind of workload, tiny."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.run",
-            "--runs",
-            "1",
-            "--shard-mib",
-            "1",
-            "--small-count",
-            "10",
-            "--away-ms",
-            "20",
-            "--big-gib",
-            "0",
-            "--scaling",
-            "0.001,0.002",
-            "--backends",
-            "http",
-            "--backends-gib",
-            "0.01",
-            "--tools",
-            "storage-init,s5cmd",
-            "--no-chart",
-            "--work",
-            str(tmp_path / "work"),
-            "--out",
-            str(tmp_path / "out"),
-        ],
+def _run_benchmark(
+    module: str, *args: str, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m benchmarks.<module> args`` from the repository; never raises."""
+    return subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", *args],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         check=False,
+    )
+
+
+def test_harness_runs(tmp_path) -> None:
+    """One round of storage-init and s5cmd on every kind of workload, tiny."""
+    result = _run_benchmark(
+        "run",
+        "--runs",
+        "1",
+        "--shard-mib",
+        "1",
+        "--small-count",
+        "10",
+        "--away-ms",
+        "20",
+        "--big-gib",
+        "0",
+        "--scaling",
+        "0.001,0.002",
+        "--backends",
+        "http",
+        "--backends-gib",
+        "0.01",
+        "--tools",
+        "storage-init,s5cmd",
+        "--no-chart",
+        "--work",
+        str(tmp_path / "work"),
+        "--out",
+        str(tmp_path / "out"),
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads((tmp_path / "out" / "latest.json").read_text())
@@ -90,14 +97,7 @@ def test_harness_runs(tmp_path) -> None:
 def test_kernels_benchmark_runs(tmp_path) -> None:
     """The kernels benchmark measures every row it reports, on 1 MiB."""
     args = ["--mib", "1", "--runs", "1", "--out", str(tmp_path)]
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.kernels", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = _run_benchmark("kernels", *args, timeout=120)
     assert result.returncode == 0, result.stderr
     rows = (tmp_path / "kernels.md").read_text().splitlines()
     measured = [r for r in rows if r.startswith("| ") and not r.startswith("| what")]
@@ -111,14 +111,7 @@ def test_readback_benchmark_runs(tmp_path) -> None:
     files = [tmp_path / "a", tmp_path / "b"]
     for f in files:
         f.write_bytes(os.urandom(600_000))  # chunks and a tail
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.readback", *map(str, files), "--runs", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _run_benchmark("readback", *map(str, files), "--runs", "1", timeout=60)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["pread", "mmap"]
@@ -130,23 +123,15 @@ def test_lane_probe_runs(s3_server, tmp_path) -> None:
     for i in range(20):
         seeder.put(f"probe/f{i:02d}.bin", os.urandom(10_000))  # MD5 ETags
     dest = tmp_path / "dest"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.lane_probe",
-            f"s3://{s3_server.bucket}/probe",
-            str(dest),
-            "--profile",
-            "--switch-interval",
-            "0.005",
-        ],
-        cwd=ROOT,
-        env={**os.environ, **s3_server.env()},
-        capture_output=True,
-        text=True,
+    result = _run_benchmark(
+        "lane_probe",
+        f"s3://{s3_server.bucket}/probe",
+        str(dest),
+        "--profile",
+        "--switch-interval",
+        "0.005",
         timeout=120,
-        check=False,
+        env={**os.environ, **s3_server.env()},
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("exit 0"), result.stdout
