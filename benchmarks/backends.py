@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from benchmarks.installs import peer_python, storage_init_argv
 from benchmarks.measure import fresh_dest, run_measured
 from benchmarks.run import (
     BIN,
@@ -43,7 +44,6 @@ from benchmarks.run import (
     _identical,
     _machine,
     _median_range,
-    _peer_python,
     s5cmd_copy,
 )
 from benchmarks.seed import make_big_file, seed_sdk
@@ -89,22 +89,16 @@ def _stop(script: str, state: Path) -> None:
     )
 
 
-def _si(*extra: str) -> Tool:
-    def argv(env: Mapping[str, str], dest: Path) -> list[str]:
-        return [
-            str(BIN / "storage-init"),
-            "--quiet",
-            *extra,
-            env["BENCH_URL"],
-            str(dest),
-        ]
-
-    return argv
+def _si(env: Mapping[str, str], dest: Path) -> list[str]:
+    # A plain http(s) server has no checksum to offer: the seeder's SHA-256 is
+    # given, as a KServe user would give it.
+    sha256 = ["--sha256", env["BENCH_SHA256"]] if "BENCH_SHA256" in env else []
+    return [*storage_init_argv(), "--quiet", *sha256, env["BENCH_URL"], str(dest)]
 
 
 def _kserve(env: Mapping[str, str], dest: Path) -> list[str]:
     script = ROOT / "benchmarks" / "kserve_download.py"
-    return [_peer_python("kserve"), str(script), env["BENCH_URL"], str(dest)]
+    return [peer_python("kserve"), str(script), env["BENCH_URL"], str(dest)]
 
 
 def _s5cmd(env: Mapping[str, str], dest: Path) -> list[str]:
@@ -117,7 +111,7 @@ def _curl(env: Mapping[str, str], dest: Path) -> list[str]:
 
 def _azure_sdk(env: Mapping[str, str], dest: Path) -> list[str]:
     script = ROOT / "benchmarks" / "azure_sdk_download.py"
-    return [_peer_python("kserve"), str(script), "bench", f"big/{NAME}", str(dest)]
+    return [peer_python("kserve"), str(script), "bench", f"big/{NAME}", str(dest)]
 
 
 def _seed_s3(src: Path, env: dict[str, str]) -> None:
@@ -212,19 +206,19 @@ SEEDERS: dict[str, Callable[[Path, dict[str, str]], None]] = {
 }
 BACKENDS: dict[str, Backend] = {
     "s3": Backend(
-        "s3_seaweedfs.sh", {"storage-init": _si(), "s5cmd": _s5cmd}, "crc64nvme"
+        "s3_seaweedfs.sh", {"storage-init": _si, "s5cmd": _s5cmd}, "crc64nvme"
     ),
     "gcs": Backend(
-        "gcs_fake.sh", {"storage-init": _si(), "kserve-storage": _kserve}, "crc32c"
+        "gcs_fake.sh", {"storage-init": _si, "kserve-storage": _kserve}, "crc32c"
     ),
     "azure": Backend(
         "azure_azurite.sh",
-        {"storage-init": _si(), "azure-sdk (KServe's calls)": _azure_sdk},
+        {"storage-init": _si, "azure-sdk (KServe's calls)": _azure_sdk},
         "content-md5",
     ),
     "http": Backend(
         "http_nginx.sh",
-        {"storage-init": _si(), "curl": _curl, "kserve-storage": _kserve},
+        {"storage-init": _si, "curl": _curl, "kserve-storage": _kserve},
         "sha256 (--sha256)",
     ),
 }
@@ -265,8 +259,6 @@ def _bench(name: str, src: Path, runs: int, work: Path) -> list[Run]:
             for tool in tools if rnd % 2 == 0 else tools[::-1]:
                 dest = fresh_dest(work / "out")
                 argv = backend.tools[tool](env, dest)
-                if tool == "storage-init" and name == "http":
-                    argv[2:2] = ["--sha256", env["BENCH_SHA256"]]
                 m = run_measured(argv, env=env)
                 run = Run(
                     name,

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from benchmarks.installs import image_python, peer_python, storage_init_argv
 from benchmarks.measure import Measured, fresh_dest, run_measured
 from benchmarks.seed import (
     make_big_file,
@@ -60,31 +61,8 @@ Command = Callable[[str, Path, Mapping[str, str]], list[str]]
 Seeder = Callable[[Path, str, Mapping[str, str]], None]
 
 
-PEERS = WORK / "peers"
-#: Peers installed in virtualenvs of their own: name -> pip requirement.
-PEER_REQUIREMENTS = {
-    "kserve": "kserve-storage==0.21.0",
-    "boto3": "boto3",
-    "boto3crt": "boto3[crt]",
-    "plot": "matplotlib",
-}
-
-
 def _plot_python() -> str:
-    return _peer_python("plot")
-
-
-def _peer_python(name: str) -> str:
-    """The python of a peer's own virtualenv, made on first use."""
-    venv = PEERS / name
-    python = venv / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", PEER_REQUIREMENTS[name]],
-            check=True,
-        )
-    return str(python)
+    return peer_python("plot")
 
 
 def _ensure_rclone() -> bool:
@@ -101,7 +79,21 @@ def _ensure_rclone() -> bool:
 
 
 def storage_init_cmd(url: str, dest: Path, env: Mapping[str, str]) -> list[str]:
+    """storage-init as the image runs it (`installs.storage_init_argv`)."""
     del env
+    return [*storage_init_argv(), "--quiet", url, str(dest)]
+
+
+def storage_init_tree_cmd(url: str, dest: Path, env: Mapping[str, str]) -> list[str]:
+    """The checkout itself, on the interpreter running the harness.
+
+    For A/B runs by hand (`benchmarks.alternate`): unlike the installed copy it
+    honours ``PYTHONPATH``, e.g. ``storage-init-tree:PYTHONPATH=OLD_CHECKOUT``.
+    """
+    del env
+    # Bytecode, as an install has it: the checkout is an editable install, and with
+    # PYTHONDONTWRITEBYTECODE set every start would compile ours again (30-50 ms).
+    compileall.compile_dir(ROOT / "storage_init", quiet=1)
     return [str(BIN / "storage-init"), "--quiet", url, str(dest)]
 
 
@@ -191,7 +183,7 @@ def run_order(tools: list[str], rnd: int, workload: str) -> list[str]:
 def kserve_cmd(url: str, dest: Path, env: Mapping[str, str]) -> list[str]:
     del env
     script = str(ROOT / "benchmarks" / "kserve_download.py")
-    return [_peer_python("kserve"), script, url, str(dest)]
+    return [peer_python("kserve"), script, url, str(dest)]
 
 
 def boto3_cmd(mode: str) -> Command:
@@ -202,7 +194,7 @@ def boto3_cmd(mode: str) -> Command:
     def command(url: str, dest: Path, env: Mapping[str, str]) -> list[str]:
         del env
         script = str(ROOT / "benchmarks" / "boto3_download.py")
-        return [_peer_python(venv), script, url, str(dest), mode]
+        return [peer_python(venv), script, url, str(dest), mode]
 
     return command
 
@@ -250,6 +242,7 @@ def rclone_tuned_cmd(url: str, dest: Path, env: Mapping[str, str]) -> list[str]:
 #: CRT transfer manager (see boto3_download.py for why it is built by hand).
 TOOLS: dict[str, Command] = {
     "storage-init": storage_init_cmd,
+    "storage-init-tree": storage_init_tree_cmd,
     "s5cmd": s5cmd_cmd,
     "kserve-storage": kserve_cmd,
     "boto3": boto3_cmd("default"),
@@ -369,7 +362,7 @@ def _machine() -> dict[str, object]:
         [str(s5cmd_binary()), "version"], capture_output=True, text=True, check=False
     ).stdout.strip()
     si = subprocess.run(
-        [str(BIN / "storage-init"), "--version"],
+        [*storage_init_argv(), "--version"],
         capture_output=True,
         text=True,
         check=False,
@@ -385,7 +378,13 @@ def _machine() -> dict[str, object]:
         "cores": os.cpu_count(),
         "memory_gib": round(mem / 1024**3, 1),
         "cpu": cpu,
-        "python": platform.python_version(),
+        "python": subprocess.run(
+            [image_python(), "-c", "import platform; print(platform.python_version())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        + f" ({image_python()})",
         "kernel": platform.release(),
         "s5cmd": s5,
         "storage-init": si,
@@ -414,13 +413,11 @@ def _startup(work: Path, env: Mapping[str, str], runs: int) -> dict[str, list[fl
         "s5cmd 2-byte object, wall ms": [],
     }
     for _ in range(runs):
-        m = run_measured([str(BIN / "storage-init"), "--version"], env=env)
+        m = run_measured([*storage_init_argv(), "--version"], env=env)
         figures["storage-init --version, wall ms"].append(m.wall * 1e3)
         dest = work / "out-tiny"
         shutil.rmtree(dest, ignore_errors=True)
-        m = run_measured(
-            [str(BIN / "storage-init"), "--debug", url, str(dest)], env=env
-        )
+        m = run_measured([*storage_init_argv(), "--debug", url, str(dest)], env=env)
         figures["storage-init 2-byte object, wall ms"].append(m.wall * 1e3)
         if found := re.search(r"first request (\d+) ms", m.stderr):
             figures["storage-init first request, ms after start"].append(
@@ -491,7 +488,9 @@ def main() -> int:
         help="1 run of 2 x 64 MiB shards, storage-init and s5cmd (about a minute)",
     )
     parser.add_argument(
-        "--tools", default=",".join(TOOLS), help="comma-separated tools to run"
+        "--tools",
+        default=",".join(t for t in TOOLS if t != "storage-init-tree"),
+        help="comma-separated tools to run",
     )
     parser.add_argument("--small-count", type=int, default=1000)
     parser.add_argument(
@@ -539,10 +538,6 @@ def main() -> int:
     work: Path = args.work
     out: Path = args.out
     work.mkdir(parents=True, exist_ok=True)
-    # Bytecode, as an install has it (pip compiles a wheel's modules, the image's
-    # build compiles its tree): the checkout is an editable install, and with
-    # PYTHONDONTWRITEBYTECODE set every start would compile ours again (30-50 ms).
-    compileall.compile_dir(ROOT / "storage_init", quiet=1)
     model = make_model(
         work / f"model-{args.shard_mib}", shard_bytes=args.shard_mib << 20, shards=2
     )

@@ -63,6 +63,9 @@ def test_harness_runs(tmp_path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads((tmp_path / "out" / "latest.json").read_text())
     runs = data["runs"]
+    # The Python tools run on the image's interpreter (Debian's, which the
+    # bootstrap installs), not on the one running the tests.
+    assert data["machine"]["python"].endswith("(/usr/bin/python3)")
     assert {r["tool"] for r in runs} == {"storage-init", "s5cmd"}
     # 2 tools x (3 workloads (the small files near and away) x 2 upload styles
     # + 2 scaling sizes x 1 style)
