@@ -9,7 +9,10 @@ can depend on what the previous run left in the kernel (see the README on the
 model and s5cmd).
 
 A tool is a name from `benchmarks.run.TOOLS`, optionally with environment
-settings: ``storage-init:STORAGE_INIT_SMALL_FILE_CONCURRENCY=16``.
+settings: ``storage-init:STORAGE_INIT_SMALL_FILE_CONCURRENCY=16``. ``storage-init``
+is the checkout installed as the image has it (built once per invocation);
+``storage-init-tree`` runs the checkout in place, on this interpreter, so that
+``storage-init-tree:PYTHONPATH=OLD_CHECKOUT`` compares another version of it.
 
 With ``--server-pid`` (SeaweedFS's, e.g. from ``.bench/seaweedfs/pid``) each run
 also reports the CPU seconds the server spent meanwhile: on two cores the tool and

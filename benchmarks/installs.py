@@ -94,14 +94,30 @@ def peer_python(name: str) -> str:
     return str(python)
 
 
-@functools.cache
 def storage_init_argv() -> list[str]:
-    """How to start storage-init as the image does, installed afresh from the checkout.
+    """How to start storage-init as the image does (`_install_storage_init`)."""
+    return _install_storage_init()[0]
+
+
+def storage_init_commit() -> str:
+    """The commit installed (``git describe --always --dirty`` when it was built)."""
+    return _install_storage_init()[1]
+
+
+@functools.cache
+def _install_storage_init() -> tuple[list[str], str]:
+    """Install the checkout afresh; its argv and commit.
 
     Built once per harness process (the checkout as it is then, kernels required,
     as the Dockerfile builds it), so a run measures the code it started with even
-    if the tree changes meanwhile.
+    if the tree changes meanwhile, and reports that code's commit.
     """
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     python = _venv("storage-init")
     env = {**os.environ, "STORAGE_INIT_NATIVE": "require"}
     with tempfile.TemporaryDirectory() as wheels:
@@ -111,4 +127,4 @@ def storage_init_argv() -> list[str]:
         # then the extras' dependencies, installed only when missing.
         _pip(python, "install", "--force-reinstall", "--no-deps", str(wheel))
         _pip(python, "install", f"{wheel}[all]")
-    return [str(python), "-I", "-B", "-m", "storage_init"]
+    return [str(python), "-I", "-B", "-m", "storage_init"], commit or "unknown"

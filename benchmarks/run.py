@@ -18,6 +18,7 @@ written nowhere), flushing dirty pages before each run, checks each output is
 byte-identical to the source, and writes
 ``benchmarks/results/latest.{json,md}``. Wall time is process start to exit;
 CPU is user+system of the tool's whole process tree; RSS is the peak of that tree.
+The Python tools run as they ship, on the images' interpreter (`benchmarks.installs`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from benchmarks.installs import image_python, peer_python, storage_init_argv
+from benchmarks.installs import (
+    image_python,
+    peer_python,
+    storage_init_argv,
+    storage_init_commit,
+)
 from benchmarks.measure import Measured, fresh_dest, run_measured
 from benchmarks.seed import (
     make_big_file,
@@ -367,13 +373,6 @@ def _machine() -> dict[str, object]:
         text=True,
         check=False,
     ).stdout.strip()
-    # The code measured: the tables are read against commits.
-    commit = subprocess.run(
-        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
     return {
         "cores": os.cpu_count(),
         "memory_gib": round(mem / 1024**3, 1),
@@ -388,7 +387,8 @@ def _machine() -> dict[str, object]:
         "kernel": platform.release(),
         "s5cmd": s5,
         "storage-init": si,
-        "commit": commit or "unknown",
+        # The code measured: the tables are read against commits.
+        "commit": storage_init_commit(),
         "server": "SeaweedFS (weed mini) on 127.0.0.1, same machine",
     }
 
