@@ -11,8 +11,10 @@
 # usage: scripts/bootstrap.sh            (sourced by demo.sh and test.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3.11}
-command -v "$PYTHON" >/dev/null || PYTHON=python3
+# Debian's python3 by default: the interpreter of the distroless image, so the tests
+# and the demo run on the build that ships (PGO and LTO; a pyenv build may have
+# neither). PYTHON=... chooses another; .venv is made again when it changes.
+PYTHON=${PYTHON:-/usr/bin/python3}
 
 missing=()
 command -v curl >/dev/null || missing+=(curl)
@@ -42,6 +44,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# A .venv made by another interpreter (an older bootstrap, another PYTHON) goes.
+if [ -e .venv ] && ! grep -qx "home = $(dirname "$(command -v "$PYTHON")")" .venv/pyvenv.cfg 2>/dev/null; then
+  rm -rf .venv
+fi
 stamp=.venv/.bootstrap-$(cat pyproject.toml scripts/bootstrap.sh hatch_build.py storage_init/*.c storage_init/*.h | cksum | cut -d' ' -f1)
 if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
