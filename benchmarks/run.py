@@ -485,7 +485,8 @@ def main() -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="1 run of 2 x 64 MiB shards, storage-init and s5cmd (about a minute)",
+        help="1 run of 2 x 64 MiB shards, storage-init and s5cmd (about a minute;"
+        " 2 the first time, which makes storage-init's and the chart's virtualenvs)",
     )
     parser.add_argument(
         "--tools",
