@@ -34,8 +34,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from benchmarks.installs import WORK
 from benchmarks.measure import Measured, fresh_dest, run_measured
-from benchmarks.run import TOOLS, WORK, _process_cpu
+from benchmarks.run import TOOLS, _process_cpu
 
 #: A run and the server's CPU seconds meanwhile (None: not measured).
 Timed = tuple[Measured, float | None]

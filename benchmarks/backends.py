@@ -34,13 +34,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmarks.installs import peer_python, storage_init_argv
+from benchmarks.installs import ROOT, WORK, peer_python, storage_init_argv
 from benchmarks.measure import fresh_dest, run_measured
 from benchmarks.run import (
     BIN,
     RESULTS,
-    ROOT,
-    WORK,
     _identical,
     _machine,
     _median_range,

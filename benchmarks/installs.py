@@ -2,15 +2,14 @@
 
 storage-init's image (`Dockerfile.distroless`) runs Debian 12's ``python3``;
 KServe's storage initializer runs on the official ``python:*-slim`` images. Both
-interpreters are built with profile-guided and link-time optimisation. A
-development interpreter need not be (this machine's pyenv 3.11 is neither, and
-libpython is a shared library there): on it ``import asyncio`` took 0.15 s where
-Debian's took 0.10, and storage-init's 1000 small files 1.80 s where they took 1.52
-(`benchmarks.alternate`, 8 rounds, one session). So the harness runs every Python
-tool as it ships: storage-init installed from a wheel of the checkout and started
-as the image starts it (``python -I -B -m storage_init``), each peer from PyPI,
-all in virtualenvs of Debian's ``python3`` where it is installed (the image's own
-interpreter), else of the interpreter running the harness.
+interpreters are built with profile-guided and link-time optimisation; a
+development interpreter need not be, and the difference shows in start-up and in
+per-file Python (the README, "Benchmarks", has the figures). So the harness
+runs every Python tool as it ships: storage-init installed from a wheel of the
+checkout and started as the image starts it (``python -I -B -m storage_init``),
+each peer from PyPI, all in virtualenvs of Debian's ``python3`` where it is
+installed (the image's own interpreter), else of the interpreter running the
+harness.
 """
 
 from __future__ import annotations
@@ -24,7 +23,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PEERS = ROOT / ".bench" / "peers"
+WORK = ROOT / ".bench"
+PEERS = WORK / "peers"
 
 #: Debian's interpreter: the distroless runtime image's, byte for byte the same build.
 DEBIAN_PYTHON = Path("/usr/bin/python3")
@@ -84,6 +84,7 @@ def _pip(
     )
 
 
+@functools.cache
 def peer_python(name: str) -> str:
     """The python of a peer's own virtualenv, made and installed on first use."""
     python = _venv(name)

@@ -7,7 +7,7 @@ an MD5-checked one goes from the socket to the file by splice(2). Splicing a CRC
 body too would save its receive copy, but its bytes would then have to be read back
 from the page cache for the CRC. This prints what that read-back costs: the
 process's user and system CPU seconds to CRC-64/NVME the files (each read first,
-untimed, so it is cached) in 256 KiB preads, the receive loop's chunk, and through
+untimed, so it is cached) in preads of the receive loop's chunk, and through
 one read-only map per file. Set it against the CPU a run saves by splicing (by hand:
 `benchmarks.alternate URL storage-init,storage-init:STORAGE_INIT_VERIFY=size`).
 """

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import functools
 import json
 import os
 import platform
@@ -41,6 +42,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from benchmarks.installs import (
+    ROOT,
+    WORK,
     image_python,
     peer_python,
     storage_init_argv,
@@ -58,9 +61,7 @@ from benchmarks.seed import (
 )
 from storage_init.manifest import MANIFEST_NAME
 
-ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-WORK = ROOT / ".bench"
 RESULTS = ROOT / "benchmarks" / "results"
 
 Command = Callable[[str, Path, Mapping[str, str]], list[str]]
@@ -97,10 +98,18 @@ def storage_init_tree_cmd(url: str, dest: Path, env: Mapping[str, str]) -> list[
     honours ``PYTHONPATH``, e.g. ``storage-init-tree:PYTHONPATH=OLD_CHECKOUT``.
     """
     del env
-    # Bytecode, as an install has it: the checkout is an editable install, and with
-    # PYTHONDONTWRITEBYTECODE set every start would compile ours again (30-50 ms).
-    compileall.compile_dir(ROOT / "storage_init", quiet=1)
+    _compile_tree()
     return [str(BIN / "storage-init"), "--quiet", url, str(dest)]
+
+
+@functools.cache
+def _compile_tree() -> None:
+    """Bytecode for the checkout, as an install has it, once per process.
+
+    The checkout is an editable install, and with PYTHONDONTWRITEBYTECODE set
+    every start would compile ours again (30-50 ms).
+    """
+    compileall.compile_dir(ROOT / "storage_init", quiet=1)
 
 
 def s5cmd_copy(source: str, dest: Path, env: Mapping[str, str]) -> list[str]:

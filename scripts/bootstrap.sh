@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything storage-init's demo, tests and benchmarks need, idempotently:
-# Debian packages (curl; nginx; python3-venv and binutils, with which the image-tree
-# test stages Dockerfile.distroless's tree; gcc for the MD5 and CRC kernels, and on
+# Debian packages (curl; nginx; python3-venv, Debian's python3 that makes .venv;
+# it and binutils also stage Dockerfile.distroless's tree for the image-tree test; gcc for the MD5 and CRC kernels, and on
 # x86-64 an aarch64 cross-compiler and qemu-user to test the MD5 kernel's NEON build; nodejs
 # and npm for Azurite), a virtualenv in .venv with the package (extras s3, gcs,
 # azure-identity, which includes azure) and the test and lint groups, which bring
