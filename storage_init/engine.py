@@ -502,7 +502,6 @@ class Engine:
         started = time.monotonic()
         files: list[FileReport] = []
         manifest = Manifest(pair.dest, pair.uri.display)
-        await anyio.to_thread.run_sync(prepare_dest, pair.dest, manifest)
         in_lane = _Pending()
         lane_ok = True
         listed, listing = anyio.create_memory_object_stream[_Listed](LISTING_AHEAD)
@@ -511,6 +510,10 @@ class Engine:
             # sending is cancelled (on an error) before it could find it closed.
             async with listing, anyio.create_task_group() as tg:
                 tg.start_soon(self._list_into, pair, listed)
+                # The listing's first request goes out while the destination is
+                # prepared; no file is created before that is done (it deletes
+                # temp files that no journal claims).
+                await anyio.to_thread.run_sync(prepare_dest, pair.dest, manifest)
                 async for rel, info in _received(listing):
                     if rel == MANIFEST_NAME or not is_selected(
                         rel, self._config.allow_patterns, self._config.ignore_patterns
