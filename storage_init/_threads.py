@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
-
-import anyio
 
 from .config import MAX_REQUESTS
 
@@ -46,6 +43,12 @@ async def run_abortable(func: Callable[[], T], abort: Callable[[], None]) -> T:
     Raises:
         Whatever `func` raises, or the cancellation.
     """
+    # Imported here: `backends._wire`, which imports this module, is loaded
+    # before asyncio and anyio to send requests ahead (`_s3requests.send_ahead`).
+    import asyncio
+
+    import anyio
+
     future = asyncio.get_running_loop().run_in_executor(_executor, func)
     try:
         return await asyncio.shield(future)

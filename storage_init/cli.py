@@ -289,6 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     pairs = list(zip(args.pairs[::2], args.pairs[1::2], strict=True))
     progress = ProgressPrinter(stream=sys.stderr, quiet=args.quiet)
+    sent_ahead = _send_ahead(pairs, config)
     import anyio
 
     from . import api  # noqa: F401  (the engine: loaded before the freeze below)
@@ -303,6 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         reports, signum = anyio.run(_run, pairs, config, progress, backend="asyncio")
     except BaseException as raised:
+        _drop_ahead(sent_ahead)
         # The top level maps every failure, ours or not, to a line and an exit code.
         error = (
             flatten_group(raised) if isinstance(raised, BaseExceptionGroup) else raised
@@ -317,6 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", message, exc_info=debug)  # noqa: TRY400
         _termination_message(message)
         return code
+    _drop_ahead(sent_ahead)
     progress.finish()
     if signum is not None:
         name = "SIGTERM" if signum == signal.SIGTERM else "SIGINT"
@@ -333,6 +336,45 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("cannot write the report %s: %s", args.report, exc.strerror)  # noqa: TRY400
             return EXIT_FAILED
     return EXIT_OK
+
+
+def _send_ahead(pairs: list[tuple[str, str]], config: StorageConfig) -> bool:
+    """Send the S3 sources' first requests before the engine loads; whether any went.
+
+    The listing then comes back while Python imports the engine, anyio and
+    asyncio, instead of after (`backends.s3.send_ahead`). A source that cannot be
+    parsed, or whose extra is missing, is left to the run to report.
+    """
+    sent = False
+    for src, _ in pairs:
+        if not src.startswith("s3://"):
+            continue
+        from .backends import backend_class
+        from .uri import parse_uri
+
+        try:
+            uri = parse_uri(src)
+            backend_class(uri.scheme, src)  # the extra is installed
+            from .backends._s3requests import send_ahead
+
+            sent = send_ahead(config, uri) or sent
+        except (StorageInitError, ValueError):
+            continue
+    if sent and log.isEnabledFor(logging.DEBUG):
+        from ._local import process_age
+
+        if (age := process_age()) is not None:
+            ms = age * 1e3
+            log.debug("first request %.0f ms after the process started (ahead)", ms)
+    return sent
+
+
+def _drop_ahead(sent: bool) -> None:
+    """Close the connections of requests sent ahead that the run never asked for."""
+    if sent:
+        from .backends._wire import drop_ahead
+
+        drop_ahead()
 
 
 def run() -> NoReturn:

@@ -37,7 +37,8 @@ from ..errors import (
 from ..models import ObjectInfo
 from ._aiohttp import AIOHTTP_ERRORS
 from ._common import simple_error
-from ._s3wire import NO_CREDENTIALS, S3Endpoint, info_from_response, s3_error
+from ._s3requests import S3Endpoint
+from ._s3wire import NO_CREDENTIALS, info_from_response, s3_error
 from ._sigv4 import Credentials
 
 if TYPE_CHECKING:

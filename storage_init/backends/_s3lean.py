@@ -19,23 +19,25 @@ region (``x-amz-bucket-region``), which is then used for every request to it.
 from __future__ import annotations
 
 import random
-import re
 from typing import TYPE_CHECKING
-from urllib.parse import quote, urlsplit
 
 import anyio
 
 from ..errors import TransferError
 from ._common import FIRST_PAGE_SIZE, NETWORK_ERRORS
+from ._s3requests import (
+    HEAD_HEADERS,
+    list_query,
+    s3_endpoint,
+    signed_request,
+)
 from ._s3wire import (
     MAX_ERROR_BODY,
-    S3Endpoint,
     error_from_body,
     info_from_headers,
     parse_list_page,
     s3_error,
 )
-from ._sigv4 import Credentials, object_url, sign_request
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -45,35 +47,14 @@ if TYPE_CHECKING:
     from ..errors import ErrorTable
     from ..models import ObjectInfo
     from ._fetch import Fetched, Fetcher
+    from ._s3requests import S3Endpoint
+    from ._sigv4 import Credentials
 
-__all__ = ["LeanControl", "lean_credentials"]
+__all__ = ["LeanControl"]
 
 #: Listing bodies: 1000 keys of up to 1 KiB each, URL-encoded, in XML.
 _MAX_LIST_BODY = 16 * 1024 * 1024
-_VIRTUAL_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _REDIRECTS = (301, 307, 400)
-
-
-def lean_credentials(options: S3Options) -> tuple[bool, Credentials | None]:
-    """Whether the lean control plane can serve `options`, and its keys.
-
-    Returns:
-        ``(True, keys)``, ``(True, None)`` for anonymous access, or ``(False,
-        None)`` when the SDK is needed (no static keys, no region or endpoint,
-        acceleration, or `S3Options.sdk`).
-    """
-    if options.sdk or options.use_accelerate:
-        return False, None
-    if not (options.region or options.endpoint_url):
-        return False, None
-    if options.anonymous:
-        return True, None
-    if options.access_key_id and options.secret_access_key:
-        keys = Credentials(
-            options.access_key_id, options.secret_access_key, options.session_token
-        )
-        return True, keys
-    return False, None
 
 
 class LeanControl:
@@ -104,22 +85,8 @@ class LeanControl:
 
     async def endpoint(self, bucket: str) -> S3Endpoint:
         """The bucket's base URL and signing region (no request needed)."""
-        opts = self._options
         region = self._region(bucket)
-        signing = None if self._credentials is None else region
-        name = quote(bucket, safe="")
-        if opts.endpoint_url:
-            parts = urlsplit(opts.endpoint_url.rstrip("/"))
-            if opts.addressing_style == "virtual":
-                base = f"{parts.scheme}://{bucket}.{parts.netloc}{parts.path}/"
-            else:
-                base = f"{opts.endpoint_url.rstrip('/')}/{name}/"
-            return S3Endpoint(base=base, region=signing)
-        if opts.addressing_style != "path" and _VIRTUAL_RE.match(bucket):
-            base = f"https://{bucket}.s3.{region}.amazonaws.com/"
-        else:
-            base = f"https://s3.{region}.amazonaws.com/{name}/"
-        return S3Endpoint(base=base, region=signing)
+        return s3_endpoint(self._options, bucket, region, keys=self._credentials)
 
     async def presign(self, bucket: str, key: str, *, whole: bool) -> str:
         """Never needed: every endpoint here is signed by `_sigv4`."""
@@ -152,11 +119,9 @@ class LeanControl:
         attempt, moved = 0, False
         while True:
             endpoint = await self.endpoint(bucket)
-            url = object_url(endpoint.base, path) + (f"?{query}" if query else "")
-            signed = dict(headers)
-            if endpoint.region is not None:
-                keys = await self.keys()
-                signed.update(sign_request(method, url, endpoint.region, keys, headers))
+            url, signed = signed_request(
+                method, endpoint, path, query, headers, self._credentials
+            )
             try:
                 async with self._fetch.get(
                     url, signed, uri=uri, method=method
@@ -203,7 +168,7 @@ class LeanControl:
         headers = {"If-Match": f'"{if_match}"'} if if_match else {}
         query = ""
         if part is None:
-            headers["x-amz-checksum-mode"] = "ENABLED"
+            headers.update(HEAD_HEADERS)
         else:
             query = f"partNumber={part}"
         response, _ = await self._request(
@@ -226,17 +191,7 @@ class LeanControl:
         token: str | None = None
         size = min(self._options.page_size, FIRST_PAGE_SIZE)
         while True:
-            params = {
-                "list-type": "2",
-                "encoding-type": "url",
-                "max-keys": str(size),
-                "prefix": prefix,
-            }
-            if token:
-                params["continuation-token"] = token
-            query = "&".join(
-                f"{k}={quote(v, safe='-_.~')}" for k, v in sorted(params.items())
-            )
+            query = list_query(prefix, size, token)
             _, body = await self._request(
                 "GET", bucket, "", query, {}, uri=uri, limit=_MAX_LIST_BODY
             )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
 from .._crc import CRC_ALGORITHMS
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 __all__ = [
     "CRC_FIELDS",
     "NO_CREDENTIALS",
-    "S3Endpoint",
     "error_from_body",
     "info_from_headers",
     "info_from_response",
@@ -37,23 +36,6 @@ NO_CREDENTIALS = (
     "no AWS credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
     "a profile, IRSA, or awsAnonymousCredential=true)"
 )
-
-
-# A NamedTuple, not a frozen dataclass: defining it at import costs a tenth
-# (README, "Start-up is mostly imports").
-class S3Endpoint(NamedTuple):
-    """Where a bucket's objects live and how requests to them are signed.
-
-    Attributes:
-        base: ends with ``/``; an object's URL is base + encoded key.
-        region: the signing region; None for unsigned (anonymous) requests.
-        presign: let botocore presign every GET (an endpoint our signer does not
-            cover).
-    """
-
-    base: str
-    region: str | None
-    presign: bool = False
 
 
 _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NotFound"}

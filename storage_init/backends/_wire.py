@@ -62,6 +62,7 @@ __all__ = [
     "WireFile",
     "WirePool",
     "WireResponse",
+    "drop_ahead",
 ]
 
 T = TypeVar("T")
@@ -280,6 +281,16 @@ class _Connection:
             TimeoutError: the server did not answer within the timeout.
             OSError: the connection broke.
         """
+        self.send_only(request, head=head)
+        self.read_head()
+
+    def send_only(self, request: bytes, *, head: bool = False) -> None:
+        """Send `request` (a HEAD when `head`); `read_head` reads the answer.
+
+        Raises:
+            TimeoutError: the send made no progress within the timeout.
+            OSError: the connection broke.
+        """
         self._reset(head=head)
         try:
             self._sock.sendall(request)
@@ -288,6 +299,15 @@ class _Connection:
         except OSError:
             self.reusable = False
             raise
+
+    def read_head(self) -> None:
+        """Read the head of the response to the request sent last.
+
+        Raises:
+            WireError: the connection broke, or the head is malformed.
+            TimeoutError: the server did not answer within the timeout.
+            OSError: the connection broke.
+        """
         raw = bytearray()
         scratch = self._view[:_HEAD_READ]
         while True:
@@ -739,6 +759,50 @@ def _origin_and_target(url: str) -> tuple[tuple[_Key, str], str]:
     return ((scheme, host, port), netloc), target
 
 
+class _Ahead:
+    """A request sent ahead (`WirePool.send_ahead`): its connection, once sent."""
+
+    __slots__ = ("connection", "sent", "taken")
+
+    def __init__(self) -> None:
+        self.sent = threading.Event()
+        self.connection: _Connection | None = None  # None: it could not be sent
+        self.taken = False  # by a request, or by `drop_ahead`
+
+
+#: Requests sent ahead, by method and URL, until a request for the same takes one.
+_ahead: dict[tuple[str, str], _Ahead] = {}
+_ahead_lock = threading.Lock()
+
+
+def _take_ahead(method: str, url: str, wait: float) -> _Connection | None:
+    """The connection of a request sent ahead for `method` `url`, if one was sent.
+
+    Waits up to `wait` seconds for one still being sent; one sent later than that
+    is closed by its sender.
+    """
+    with _ahead_lock:
+        entry = _ahead.pop((method, url), None)
+    if entry is None:
+        return None
+    entry.sent.wait(wait)
+    with _ahead_lock:
+        entry.taken = True
+        return entry.connection
+
+
+def drop_ahead() -> None:
+    """Close the requests sent ahead that no request took (and any still sending)."""
+    with _ahead_lock:
+        entries = list(_ahead.values())
+        _ahead.clear()
+        for entry in entries:
+            entry.taken = True
+    for entry in entries:
+        if entry.connection is not None:
+            entry.connection.close()
+
+
 # A NamedTuple, not a frozen dataclass: defining it at import costs a tenth
 # (README, "Start-up is mostly imports").
 class WireFile(NamedTuple):
@@ -845,12 +909,92 @@ class WirePool:
         """
         attempt = attempt or Attempt()
         key, request = _request(url, headers, method)
+        if _ahead:
+            ahead = self._answer_ahead(method, url, key, attempt)
+            if ahead is not None:
+                return ahead
 
         def send(connection: _Connection) -> None:
             connection.set_timeout(self._read_timeout)
             connection.send(request, head=method == "HEAD")
 
         connection, _ = self._exchange(key, attempt, send)
+        return WireResponse(connection, key, self._buffer_size)
+
+    def send_ahead(
+        self, url: str, headers: Mapping[str, str], *, method: str = "GET"
+    ) -> None:
+        """Send a request now, from a thread of its own, for a later one to answer.
+
+        The next `request_blocking` of the same method and URL, on any pool, reads
+        this request's response instead of sending its own: the CLI sends the
+        first listing this way while the engine's modules load. Best effort: if
+        this one cannot be sent, or breaks, the later request sends its own; one
+        that none takes is closed by `drop_ahead`. For requests that may be sent
+        twice (GET, HEAD) with headers that stay valid meanwhile (a SigV4
+        signature: 15 minutes).
+
+        Raises:
+            ValueError: the URL's port is not a number.
+        """
+        key, request = _request(url, headers, method)
+        entry = _Ahead()
+        with _ahead_lock:
+            if (method, url) in _ahead:
+                return
+            _ahead[(method, url)] = entry
+
+        def send() -> None:
+            connection: _Connection | None = None
+            try:
+                connection = self._connect(key)
+                connection.set_timeout(self._read_timeout)
+                connection.send_only(request, head=method == "HEAD")
+            except (OSError, ValueError):
+                if connection is not None:
+                    connection.close()
+                connection = None
+            with _ahead_lock:
+                if not entry.taken:
+                    entry.connection = connection
+                    connection = None
+            entry.sent.set()
+            if connection is not None:  # dropped, or given up on, meanwhile
+                connection.close()
+
+        threading.Thread(target=send, name="storage-init-ahead", daemon=True).start()
+
+    def _answer_ahead(
+        self, method: str, url: str, key: _Key, attempt: Attempt
+    ) -> WireResponse | None:
+        """The response to a request sent ahead for `method` `url`, if there is one.
+
+        None when none was sent, or it broke or answered with a malformed head:
+        the caller sends its own.
+
+        Raises:
+            WireError: `attempt` was aborted.
+            TimeoutError: the server did not answer within the read timeout.
+        """
+        connection = _take_ahead(method, url, self._connect_timeout)
+        if connection is None:
+            return None
+        attempt.connection = connection
+        if attempt.aborted:
+            connection.close()
+            msg = "the request was cancelled"
+            raise WireError(msg)
+        try:
+            connection.set_timeout(self._read_timeout)
+            connection.read_head()
+        except ConnectionError:
+            connection.close()
+            if attempt.aborted:
+                raise
+            return None  # sent again, as on a reused connection that broke
+        except BaseException:
+            connection.close()
+            raise
         return WireResponse(connection, key, self._buffer_size)
 
     def _exchange(

@@ -26,7 +26,8 @@ from ..config import ProxyConfig
 from ..errors import IntegrityError, ObjectNotFoundError, map_errors
 from ._common import check_range
 from ._fetch import DataGet, FetchedRanges, Fetcher
-from ._s3lean import LeanControl, lean_credentials
+from ._s3lean import LeanControl
+from ._s3requests import lean_credentials, tls_verify
 from ._s3wire import CRC_FIELDS, error_from_body, info_from_headers
 from ._sigv4 import object_url, sign_get
 
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from ..models import ObjectInfo
     from ..uri import ObjectURI
     from ._fetch import Head
-    from ._s3wire import S3Endpoint
+    from ._s3requests import S3Endpoint
     from ._sigv4 import Credentials
 
 __all__ = ["S3Backend"]
@@ -104,12 +105,7 @@ class S3Backend(FetchedRanges):
 
     def _verify(self) -> bool | str:
         """TLS verification: False, True, or a CA bundle path."""
-        opts = self._options
-        if not opts.verify_ssl or (opts.endpoint_url or "").startswith("http://"):
-            # Plain http has no TLS to verify; skipping it also skips loading the
-            # system CA store (tens of ms of start-up).
-            return False
-        return opts.ca_bundle or True
+        return tls_verify(self._options)
 
     def _http_session(self) -> aiohttp.ClientSession:
         from ._aiohttp import new_session

@@ -17,6 +17,7 @@ from benchmarks.measure import run_measured
 from storage_init.config import TransferConfig
 from storage_init.models import MiB
 from tests.conftest import S3Server
+from tests.faultproxy import Faults, fault_proxy
 from tests.s3util import S3Seeder
 
 pytestmark = pytest.mark.integration
@@ -118,6 +119,49 @@ class TestCLI:
         data = json.loads((tmp_path / "2").read_text())
         methods = sorted(f["verification"] for f in data["pairs"][0]["files"])
         assert methods == ["unchanged (crc64nvme)", "unchanged (md5-etag)"]
+
+    def test_first_requests_are_sent_ahead_once(self, s3_server, seeder, tmp_path):
+        """The HEAD and the first listing page leave before the engine loads, once."""
+        data = os.urandom(MiB)
+        seeder.put("ahead/m/a.bin", data)
+        seeder.put("ahead/m/b.json", b"{}")
+        faults = Faults()
+        bucket = s3_server.bucket
+        with fault_proxy(s3_server.endpoint, faults) as proxy:
+            result = _run(
+                s3_server,
+                "--debug",
+                f"s3://{bucket}/ahead/m",
+                str(tmp_path / "m"),
+                AWS_ENDPOINT_URL=proxy.endpoint,
+            )
+        assert result.returncode == 0, result.stderr
+        assert "after the process started (ahead)" in result.stderr
+        heads = [r for r in faults.requests if r.startswith("HEAD ")]
+        listings = [r for r in faults.requests if "list-type=2" in r]
+        assert heads == [f"HEAD /{bucket}/ahead/m"]
+        assert len(listings) == 1
+        assert "prefix=ahead%2Fm%2F" in listings[0]
+        assert (tmp_path / "m" / "a.bin").read_bytes() == data
+
+    def test_broken_requests_ahead_are_sent_again(self, s3_server, seeder, tmp_path):
+        """Requests sent ahead whose connections break are sent again by the run."""
+        data = os.urandom(MiB)
+        seeder.put("ahead-reset/m/a.bin", data)
+        # The first two connections are the ones sent ahead (HEAD, listing).
+        faults = Faults(reset_at=5, budget=2)
+        with fault_proxy(s3_server.endpoint, faults) as proxy:
+            result = _run(
+                s3_server,
+                f"s3://{s3_server.bucket}/ahead-reset/m",
+                str(tmp_path / "m"),
+                AWS_ENDPOINT_URL=proxy.endpoint,
+            )
+        assert result.returncode == 0, result.stderr
+        assert faults.injected == 2
+        assert sum(r.startswith("HEAD ") for r in faults.requests) == 2
+        assert sum("list-type=2" in r for r in faults.requests) == 2
+        assert (tmp_path / "m" / "a.bin").read_bytes() == data
 
     def test_not_found_exit_3(self, s3_server, tmp_path):
         """A missing model exits 3 with one line naming it."""

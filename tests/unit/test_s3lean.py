@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from storage_init.backends._s3lean import LeanControl, lean_credentials
+from storage_init.backends._s3lean import LeanControl
+from storage_init.backends._s3requests import lean_credentials
 from storage_init.backends._s3wire import parse_list_page
 from storage_init.backends._sigv4 import Credentials
 from storage_init.config import S3Options

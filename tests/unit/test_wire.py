@@ -19,7 +19,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 
@@ -269,6 +269,78 @@ async def test_stale_keep_alive_connection_is_replaced() -> None:
     ):
         assert await _body(pool, url) == b"1"
         assert await _body(pool, url) == b"2"
+
+
+@pytest.fixture(autouse=True)
+def _no_requests_ahead_left() -> Iterator[None]:
+    yield
+    wire.drop_ahead()
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    with anyio.fail_after(5):
+        while not predicate():
+            await anyio.sleep(0.005)
+
+
+async def test_request_sent_ahead_is_answered_by_the_next_alike() -> None:
+    """Another pool's request for the same URL reads the response sent ahead for it."""
+    seen: list[bytes] = []
+
+    def script(request: bytes, n: int) -> list[bytes]:
+        seen.append(request)
+        return [_ok(b"%d" % n)]
+
+    async with scripted(script) as url, aclosing(WirePool()) as pool:
+        WirePool().send_ahead(url + "/k", {"X-Early": "1"})
+        await _until(lambda: len(seen) == 1)
+        assert await _body(pool, url + "/k") == b"1"
+        assert len(seen) == 1
+        assert b"\r\nX-Early: 1\r\n" in seen[0]
+        assert await _body(pool, url + "/k") == b"2"  # taken once: sent anew
+        assert len(pool._idle[wire._request(url, {}, "GET")[0]]) == 1  # kept
+        assert not wire._ahead
+
+
+async def test_request_ahead_of_another_url_is_not_taken() -> None:
+    seen: list[bytes] = []
+
+    def script(request: bytes, n: int) -> list[bytes]:
+        seen.append(request)
+        return [_ok(request.split(b" ")[1])]
+
+    async with scripted(script) as url, aclosing(WirePool()) as pool:
+        WirePool().send_ahead(url + "/a", {})
+        await _until(lambda: len(seen) == 1)
+        assert await _body(pool, url + "/b") == b"/b"
+        wire.drop_ahead()
+        assert await _body(pool, url + "/a") == b"/a"
+        assert len(seen) == 3  # the one sent ahead was dropped, not read
+
+
+async def test_request_ahead_that_broke_is_sent_again() -> None:
+    """A request sent ahead whose connection closes unanswered is sent again."""
+    async with (
+        scripted(lambda req, n: [] if n == 1 else [_ok(b"%d" % n)], close=True) as url,
+        aclosing(WirePool()) as pool,
+    ):
+        WirePool().send_ahead(url + "/k", {})
+        assert await _body(pool, url + "/k") == b"2"
+
+
+async def test_request_ahead_that_could_not_connect_is_sent_again() -> None:
+    async with (
+        scripted(lambda req, n: [_ok(b"ok")]) as url,
+        aclosing(WirePool()) as pool,
+    ):
+        with socket.socket() as unused:
+            unused.bind(("127.0.0.1", 0))
+            closed = f"http://127.0.0.1:{unused.getsockname()[1]}/k"
+        WirePool().send_ahead(closed, {})
+        await _until(lambda: wire._ahead[("GET", closed)].sent.is_set())
+        assert wire._ahead[("GET", closed)].connection is None
+        wire.drop_ahead()
+        assert await _body(pool, url + "/k") == b"ok"
 
 
 async def test_interim_response_is_skipped() -> None:
