@@ -16,7 +16,7 @@ from ..errors import BackendUnavailableError, InvalidURIError
 if TYPE_CHECKING:
     from ._base import Backend
 
-__all__ = ["SCHEMES", "backend_class"]
+__all__ = ["SCHEMES", "backend_class", "extra_installed"]
 
 #: scheme -> (module:class, extra, the import that the extra provides)
 SCHEMES: dict[str, tuple[str, str, str]] = {
@@ -55,6 +55,12 @@ def backend_class(scheme: str, uri: str = "") -> type[Backend]:
         raise BackendUnavailableError(scheme, extra, needs)
     module = import_module(module_name)
     return cast("type[Backend]", getattr(module, class_name))
+
+
+def extra_installed(scheme: str) -> bool:
+    """Whether `scheme` is known and its extra installed, importing neither."""
+    entry = SCHEMES.get(scheme)
+    return entry is not None and (not entry[2] or _installed(entry[2]))
 
 
 def _installed(module: str) -> bool:

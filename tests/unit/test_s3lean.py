@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from storage_init.backends._s3lean import LeanControl
-from storage_init.backends._s3requests import lean_credentials
+from storage_init.backends._s3requests import first_requests, lean_credentials
 from storage_init.backends._s3wire import parse_list_page
 from storage_init.backends._sigv4 import Credentials
 from storage_init.config import S3Options
@@ -154,3 +154,41 @@ def test_list_page_raw_keys_and_objects_without_size() -> None:
         )
         with pytest.raises(ValueError, match="without Key or Size"):
             parse_list_page(body)
+
+
+@pytest.mark.parametrize(
+    ("key", "head", "prefix"),
+    [
+        pytest.param("models/llama", True, "models%2Fllama%2F", id="object-or-prefix"),
+        pytest.param("models/llama/", False, "models%2Fllama%2F", id="prefix"),
+        pytest.param("", False, "", id="bucket"),
+    ],
+)
+def test_first_requests_are_the_control_planes_first(
+    key: str, head: bool, prefix: str
+) -> None:
+    """What the CLI sends ahead: the HEAD only for a possible object, then page one."""
+    options = S3Options(
+        endpoint_url="http://127.0.0.1:9000",
+        access_key_id="AKID",
+        secret_access_key="SECRET",
+        page_size=1000,
+    )
+    requests = first_requests(options, "b", key)
+    methods = [method for method, _, _ in requests]
+    assert methods == (["HEAD", "GET"] if head else ["GET"])
+    if head:
+        _, url, headers = requests[0]
+        assert url == f"http://127.0.0.1:9000/b/{key}"
+        assert headers["x-amz-checksum-mode"] == "ENABLED"
+        assert "Credential=AKID/" in headers["Authorization"]
+    _, url, headers = requests[-1]
+    assert url == (
+        "http://127.0.0.1:9000/b/?encoding-type=url&list-type=2"
+        f"&max-keys=100&prefix={prefix}"
+    )
+    assert "Authorization" in headers
+
+
+def test_no_first_requests_where_the_sdk_serves() -> None:
+    assert first_requests(S3Options(region="r"), "b", "k") == []  # no static keys
