@@ -950,15 +950,18 @@ class WirePool:
                 connection = self._connect(key)
                 connection.set_timeout(self._read_timeout)
                 connection.send_only(request, head=method == "HEAD")
-            except (OSError, ValueError):
+            except BaseException as exc:
                 if connection is not None:
                     connection.close()
                 connection = None
-            with _ahead_lock:
-                if not entry.taken:
-                    entry.connection = connection
-                    connection = None
-            entry.sent.set()
+                if not isinstance(exc, (OSError, ValueError)):
+                    raise
+            finally:
+                # Whatever happened, a request waiting for this one stops waiting.
+                with _ahead_lock:
+                    if not entry.taken:
+                        entry.connection, connection = connection, None
+                entry.sent.set()
             if connection is not None:  # dropped, or given up on, meanwhile
                 connection.close()
 
