@@ -609,8 +609,8 @@ class Engine:
             age = process_age()
             if age is not None:
                 log.debug("first request %.0f ms after the process started", age * 1e3)
-        prefix = uri.key
-        if not prefix or prefix.endswith("/"):
+        prefix = uri.listing_prefix
+        if prefix == uri.key:
             listed = backend.list_objects(uri.bucket, prefix)
         else:
             # The prefix is listed while the HEAD asks for the object, not after
@@ -618,7 +618,6 @@ class Engine:
             # whose listing then does not wait a round trip for the HEAD's 404.
             # For an object, the listing is cancelled and its failure (a policy
             # that grants GetObject but not ListBucket) dropped.
-            prefix += "/"
             first = FirstItem(backend.list_objects(uri.bucket, prefix))
             async with anyio.create_task_group() as tg:
                 tg.start_soon(first.fetch)

@@ -76,6 +76,16 @@ class ObjectURI:
             return unquote(urlsplit(self.raw).path.rsplit("/", 1)[-1])
         return self.key.rsplit("/", 1)[-1]
 
+    @property
+    def listing_prefix(self) -> str:
+        """The prefix whose objects this URI downloads, if it is not one object.
+
+        The key itself when it is empty or ends with ``/``; otherwise ``key/``
+        (never sibling keys such as ``key-v2``), and the key may name an object.
+        """
+        key = self.key
+        return key if not key or key.endswith("/") else key + "/"
+
     def child(self, key: str) -> str:
         """Return the display URI of another key in the same bucket."""
         if self.endpoint:

@@ -127,14 +127,13 @@ def list_query(prefix: str, size: int, token: str | None) -> str:
 
 
 def first_requests(
-    options: S3Options, bucket: str, key: str
+    options: S3Options, uri: ObjectURI
 ) -> list[tuple[str, str, dict[str, str]]]:
-    """The first requests `_s3lean.LeanControl` sends for ``s3://bucket/key``.
+    """The first requests `_s3lean.LeanControl` sends for `uri` (an s3:// one).
 
-    The listing's first page, and before it the HEAD when `key` may name an
-    object (not empty, no trailing slash: the engine then asks for the object
-    and lists ``key/`` at once). Empty when the lean control plane does not
-    serve `options`.
+    The first page of `uri.listing_prefix`, and before it the HEAD when the key
+    may name an object (the engine then asks for it and lists at once). Empty
+    when the lean control plane does not serve `options`.
 
     Returns:
         ``(method, url, headers)`` of each, signed now.
@@ -142,12 +141,12 @@ def first_requests(
     lean, keys = lean_credentials(options)
     if not lean:
         return []
-    endpoint = s3_endpoint(options, bucket, options.region or "us-east-1", keys=keys)
+    region = options.region or "us-east-1"
+    endpoint = s3_endpoint(options, uri.bucket, region, keys=keys)
     requests = []
-    prefix = key
-    if key and not key.endswith("/"):
-        prefix += "/"
-        requests.append(("HEAD", key, "", HEAD_HEADERS))
+    prefix = uri.listing_prefix
+    if prefix != uri.key:
+        requests.append(("HEAD", uri.key, "", HEAD_HEADERS))
     size = min(options.page_size, FIRST_PAGE_SIZE)
     requests.append(("GET", "", list_query(prefix, size, None), {}))
     return [
@@ -175,7 +174,7 @@ def send_ahead(config: StorageConfig, uri: ObjectURI) -> bool:
     opts = config.s3
     requests = [
         (method, url, headers)
-        for method, url, headers in first_requests(opts, uri.bucket, uri.key)
+        for method, url, headers in first_requests(opts, uri)
         if config.proxy.for_url(url) is None
     ]
     if not requests:

@@ -909,16 +909,18 @@ class WirePool:
         """
         attempt = attempt or Attempt()
         key, request = _request(url, headers, method)
-        if _ahead:
-            ahead = self._answer_ahead(method, url, key, attempt)
-            if ahead is not None:
-                return ahead
+        # A request sent ahead for the same is answered on its connection; if
+        # that broke, this one is sent on a new one, as on a reused connection.
+        ahead = _take_ahead(method, url, self._connect_timeout) if _ahead else None
 
         def send(connection: _Connection) -> None:
             connection.set_timeout(self._read_timeout)
-            connection.send(request, head=method == "HEAD")
+            if connection is ahead:
+                connection.read_head()
+            else:
+                connection.send(request, head=method == "HEAD")
 
-        connection, _ = self._exchange(key, attempt, send)
+        connection, _ = self._exchange(key, attempt, send, first=ahead)
         return WireResponse(connection, key, self._buffer_size)
 
     def send_ahead(
@@ -967,57 +969,27 @@ class WirePool:
 
         threading.Thread(target=send, name="storage-init-ahead", daemon=True).start()
 
-    def _answer_ahead(
-        self, method: str, url: str, key: _Key, attempt: Attempt
-    ) -> WireResponse | None:
-        """The response to a request sent ahead for `method` `url`, if there is one.
-
-        None when none was sent, or it broke or answered with a malformed head:
-        the caller sends its own.
-
-        Raises:
-            WireError: `attempt` was aborted.
-            TimeoutError: the server did not answer within the read timeout.
-        """
-        connection = _take_ahead(method, url, self._connect_timeout)
-        if connection is None:
-            return None
-        attempt.connection = connection
-        if attempt.aborted:
-            connection.close()
-            msg = "the request was cancelled"
-            raise WireError(msg)
-        try:
-            connection.set_timeout(self._read_timeout)
-            connection.read_head()
-        except ConnectionError:
-            connection.close()
-            if attempt.aborted:
-                raise
-            return None  # sent again, as on a reused connection that broke
-        except BaseException:
-            connection.close()
-            raise
-        return WireResponse(connection, key, self._buffer_size)
-
     def _exchange(
         self,
         key: _Key,
         attempt: Attempt,
         act: Callable[[_Connection], T],
+        *,
+        first: _Connection | None = None,
     ) -> tuple[_Connection, T]:
-        """Run `act` on a pooled connection to `key` (or a new one); return both.
+        """Run `act` on `first`, or a pooled connection to `key`, or a new one.
 
-        A reused connection that breaks (`act` raises ConnectionError) is closed
-        and `act` runs once more on a new one: the server may have closed it
-        meanwhile, and GETs may be sent again. Any other failure closes the
-        connection and propagates.
+        Returns the connection and what `act` returned. A reused connection (or
+        `first`) that breaks (`act` raises ConnectionError) is closed and `act`
+        runs once more on a new one: the server may have closed it meanwhile,
+        and GETs may be sent again. Any other failure closes the connection and
+        propagates.
 
         Raises:
             WireError: `attempt` was aborted, or what `act` raises.
             OSError: the connection could not be made.
         """
-        connection = self._checkout(key)
+        connection = first if first is not None else self._checkout(key)
         reused = connection is not None
         while True:
             if connection is None:

@@ -9,6 +9,7 @@ from storage_init.backends._s3requests import first_requests, lean_credentials
 from storage_init.backends._s3wire import parse_list_page
 from storage_init.backends._sigv4 import Credentials
 from storage_init.config import S3Options
+from storage_init.uri import parse_uri
 
 KEYS = Credentials("AKID", "SECRET")
 
@@ -174,7 +175,7 @@ def test_first_requests_are_the_control_planes_first(
         secret_access_key="SECRET",
         page_size=1000,
     )
-    requests = first_requests(options, "b", key)
+    requests = first_requests(options, parse_uri(f"s3://b/{key}"))
     methods = [method for method, _, _ in requests]
     assert methods == (["HEAD", "GET"] if head else ["GET"])
     if head:
@@ -191,4 +192,5 @@ def test_first_requests_are_the_control_planes_first(
 
 
 def test_no_first_requests_where_the_sdk_serves() -> None:
-    assert first_requests(S3Options(region="r"), "b", "k") == []  # no static keys
+    no_static_keys = S3Options(region="r")
+    assert first_requests(no_static_keys, parse_uri("s3://b/k")) == []

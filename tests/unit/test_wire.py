@@ -328,7 +328,7 @@ async def test_request_ahead_that_broke_is_sent_again() -> None:
         assert await _body(pool, url + "/k") == b"2"
 
 
-async def test_request_ahead_that_could_not_connect_is_sent_again() -> None:
+async def test_request_ahead_that_could_not_connect_holds_no_connection() -> None:
     async with (
         scripted(lambda req, n: [_ok(b"ok")]) as url,
         aclosing(WirePool()) as pool,
