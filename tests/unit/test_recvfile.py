@@ -19,6 +19,8 @@ from storage_init.errors import LocalIOError
 from storage_init.writer import WRITE_PIECE, TempFile
 
 CHUNK = 64 * 1024
+#: More than the 1 MiB pipe that splice goes through (``PIPE_BYTES``).
+PAST_THE_PIPE = 3 * 1024 * 1024 + 12345
 
 
 @pytest.fixture(params=[True, False], ids=["splice", "buffered"])
@@ -69,7 +71,9 @@ def open_file(tmp_path: Path) -> Iterator[Callable[[int], int]]:
         os.close(fd)
 
 
-@pytest.mark.parametrize("size", [1, CHUNK - 1, CHUNK, 3 * CHUNK + 12345])
+@pytest.mark.parametrize(
+    "size", [1, CHUNK - 1, CHUNK, 3 * CHUNK + 12345, PAST_THE_PIPE]
+)
 def test_bytes_land_at_their_offset_with_their_crc(
     splice: bool, pair, tmp_path, size, open_file
 ) -> None:
