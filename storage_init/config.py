@@ -106,7 +106,9 @@ class TransferConfig:
     256 KiB + 8 * 2.25 MiB + 64 * 256 KiB = 36.5 MiB, on top of the interpreter
     and SDKs (about 60-70 MiB with aiobotocore). A thread hashing multipart-ETag
     parts maps 16 MiB of the file at a time instead (`_md5lanes.STEP` per lane):
-    page cache, counted in the RSS while mapped.
+    page cache, counted in the RSS while mapped. A range received by splice (no
+    CRC to compute) holds up to 1 MiB of the socket's pages in its pipe: kernel
+    memory, outside the RSS but inside a container's memory limit.
 
     The defaults were chosen by measurement (2 GiB from a local SeaweedFS on 2
     cores, 3 alternating runs each by hand with STORAGE_INIT_CHUNK_SIZE): 256 KiB
