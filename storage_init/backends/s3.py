@@ -103,17 +103,13 @@ class S3Backend(FetchedRanges):
             proxy=config.proxy,
         )
 
-    def _verify(self) -> bool | str:
-        """TLS verification: False, True, or a CA bundle path."""
-        return tls_verify(self._options)
-
     def _http_session(self) -> aiohttp.ClientSession:
         from ._aiohttp import new_session
 
         opts = self._options
         return new_session(
             max_connections=self._max_connections,
-            verify=self._verify(),
+            verify=tls_verify(self._options),
             connect_timeout=opts.connect_timeout,
             read_timeout=opts.read_timeout,
         )
@@ -142,7 +138,7 @@ class S3Backend(FetchedRanges):
                 fetch = Fetcher(
                     session,
                     self._proxy,
-                    verify=self._verify(),
+                    verify=tls_verify(self._options),
                     connect_timeout=opts.connect_timeout,
                     read_timeout=opts.read_timeout,
                     max_idle=self._max_connections,
@@ -156,7 +152,7 @@ class S3Backend(FetchedRanges):
                     control = BotoControl(
                         opts,
                         max_connections=self._max_connections,
-                        verify=self._verify(),
+                        verify=tls_verify(self._options),
                     )
                     log.debug("S3 requests through aiobotocore")
                 else:
