@@ -24,6 +24,13 @@
  *              message's last call). A lane with nblocks[j] == 0 is left
  *              unchanged and its pointer is never read.
  *
+ *   void md5x8(uint32_t state[64], const uint8_t *const data[16],
+ *              const uint32_t nblocks[16]);
+ *     md5x16 for lanes 0-7 only (lanes 8-15 are neither read nor changed):
+ *     with vectors of fewer than 16 words it steps half of them, so a call that
+ *     leaves lanes 8-15 idle takes about 0.6 of md5x16's time (AVX2, by hand:
+ *     one 50 MiB message in 0.15 s against 0.24, eight in 0.20 against 0.30).
+ *
  *   int md5x16_mapped(const struct mapper *io, const int fd[16],
  *                     uint32_t state[64], uint64_t pos[16], const uint64_t end[16],
  *                     const uint64_t length[16], uint32_t active,
@@ -40,6 +47,7 @@
  *     `io` holds libc's mmap and munmap, passed in so that this library links
  *     against nothing, and the page size. Offsets are 64-bit (LP64). Each file
  *     must hold its lane's span: a map past its end faults (SIGBUS) when read.
+ *     With no lane of 8-15 in `active`, it calls md5x8, not md5x16.
  *     Returns the mask of lanes whose message is complete (their digest is in
  *     `state`), 0 if none is active, or -1 when a map failed: *failed is then
  *     the lane, and the lanes' states are partial (the caller starts over).
@@ -119,7 +127,7 @@ static const u32 T[64] = {
 #define LO1 {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}
 #define HI1 {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}
 
-static inline void words16(v16 m[16][1], const u8 *const row[LANES]) {
+static inline void words16(v16 m[16][1], const u8 *const *row) {
     v16 t[16];
     for (int j = 0; j < LANES; j++) __builtin_memcpy(&t[j], row[j], sizeof t[j]);
     for (int i = 0; i < 8; i++) SWAP(i, 8, LO8, HI8);
@@ -141,30 +149,42 @@ static inline void words16(v16 m[16][1], const u8 *const row[LANES]) {
 #define HALVES_LO8 ((iv8){0, 1, 2, 3, 8, 9, 10, 11})
 #define HALVES_HI8 ((iv8){4, 5, 6, 7, 12, 13, 14, 15})
 
-static inline void words8(v8 m[16][2], const u8 *const row[LANES]) {
-    for (int g = 0; g < 2; g++)
-        for (int h = 0; h < 2; h++) {
-            /* Lanes 8g..8g+7, words 8h..8h+7 of each. */
-            v8 r[8], s[8], u[8];
-            for (int i = 0; i < 8; i++)
-                __builtin_memcpy(&r[i], row[8 * g + i] + 32 * h, sizeof r[i]);
-            for (int i = 0; i < 8; i += 2) {
-                s[i] = __builtin_shuffle(r[i], r[i + 1], UNPACK32_LO8);
-                s[i + 1] = __builtin_shuffle(r[i], r[i + 1], UNPACK32_HI8);
-            }
-            for (int i = 0; i < 8; i += 4)
-                for (int k = 0; k < 2; k++) {
-                    u[i + 2 * k] = __builtin_shuffle(s[i + k], s[i + k + 2], UNPACK64_LO8);
-                    u[i + 2 * k + 1] =
-                        __builtin_shuffle(s[i + k], s[i + k + 2], UNPACK64_HI8);
-                }
-            /* u[k] (k < 4) holds words k and k + 4 of lanes 0-3 (its two halves);
-             * u[k + 4] the same of lanes 4-7. */
-            for (int k = 0; k < 4; k++) {
-                m[8 * h + k][g] = __builtin_shuffle(u[k], u[k + 4], HALVES_LO8);
-                m[8 * h + k + 4][g] = __builtin_shuffle(u[k], u[k + 4], HALVES_HI8);
-            }
+/* Lanes row[0..7], words 0-15 of each, into word-major out[k] (word k of the 8). */
+static inline void words8_group(v8 out[16], const u8 *const *row) {
+    for (int h = 0; h < 2; h++) {
+        /* Words 8h..8h+7 of each lane. */
+        v8 r[8], s[8], u[8];
+        for (int i = 0; i < 8; i++) __builtin_memcpy(&r[i], row[i] + 32 * h, sizeof r[i]);
+        for (int i = 0; i < 8; i += 2) {
+            s[i] = __builtin_shuffle(r[i], r[i + 1], UNPACK32_LO8);
+            s[i + 1] = __builtin_shuffle(r[i], r[i + 1], UNPACK32_HI8);
         }
+        for (int i = 0; i < 8; i += 4)
+            for (int k = 0; k < 2; k++) {
+                u[i + 2 * k] = __builtin_shuffle(s[i + k], s[i + k + 2], UNPACK64_LO8);
+                u[i + 2 * k + 1] = __builtin_shuffle(s[i + k], s[i + k + 2], UNPACK64_HI8);
+            }
+        /* u[k] (k < 4) holds words k and k + 4 of lanes 0-3 (its two halves);
+         * u[k + 4] the same of lanes 4-7. */
+        for (int k = 0; k < 4; k++) {
+            out[8 * h + k] = __builtin_shuffle(u[k], u[k + 4], HALVES_LO8);
+            out[8 * h + k + 4] = __builtin_shuffle(u[k], u[k + 4], HALVES_HI8);
+        }
+    }
+}
+
+static inline void words8(v8 m[16][2], const u8 *const *row) {
+    for (int g = 0; g < 2; g++) {
+        v8 out[16];
+        words8_group(out, row + 8 * g);
+        for (int k = 0; k < 16; k++) m[k][g] = out[k];
+    }
+}
+
+static inline void words8_half(v8 m[16][1], const u8 *const *row) {
+    v8 out[16];
+    words8_group(out, row);
+    for (int k = 0; k < 16; k++) m[k][0] = out[k];
 }
 
 #define UNPACK32_LO4 ((iv4){0, 4, 1, 5})
@@ -172,22 +192,37 @@ static inline void words8(v8 m[16][2], const u8 *const row[LANES]) {
 #define UNPACK64_LO4 ((iv4){0, 1, 4, 5})
 #define UNPACK64_HI4 ((iv4){2, 3, 6, 7})
 
-static inline void words4(v4 m[16][4], const u8 *const row[LANES]) {
-    for (int g = 0; g < 4; g++)
-        for (int h = 0; h < 4; h++) {
-            /* Lanes 4g..4g+3, words 4h..4h+3 of each. */
-            v4 r[4], s[4];
-            for (int i = 0; i < 4; i++)
-                __builtin_memcpy(&r[i], row[4 * g + i] + 16 * h, sizeof r[i]);
-            s[0] = __builtin_shuffle(r[0], r[1], UNPACK32_LO4);
-            s[1] = __builtin_shuffle(r[0], r[1], UNPACK32_HI4);
-            s[2] = __builtin_shuffle(r[2], r[3], UNPACK32_LO4);
-            s[3] = __builtin_shuffle(r[2], r[3], UNPACK32_HI4);
-            m[4 * h][g] = __builtin_shuffle(s[0], s[2], UNPACK64_LO4);
-            m[4 * h + 1][g] = __builtin_shuffle(s[0], s[2], UNPACK64_HI4);
-            m[4 * h + 2][g] = __builtin_shuffle(s[1], s[3], UNPACK64_LO4);
-            m[4 * h + 3][g] = __builtin_shuffle(s[1], s[3], UNPACK64_HI4);
-        }
+/* Lanes row[0..3], words 0-15 of each, into word-major out[k] (word k of the 4). */
+static inline void words4_group(v4 out[16], const u8 *const *row) {
+    for (int h = 0; h < 4; h++) {
+        /* Words 4h..4h+3 of each lane. */
+        v4 r[4], s[4];
+        for (int i = 0; i < 4; i++) __builtin_memcpy(&r[i], row[i] + 16 * h, sizeof r[i]);
+        s[0] = __builtin_shuffle(r[0], r[1], UNPACK32_LO4);
+        s[1] = __builtin_shuffle(r[0], r[1], UNPACK32_HI4);
+        s[2] = __builtin_shuffle(r[2], r[3], UNPACK32_LO4);
+        s[3] = __builtin_shuffle(r[2], r[3], UNPACK32_HI4);
+        out[4 * h] = __builtin_shuffle(s[0], s[2], UNPACK64_LO4);
+        out[4 * h + 1] = __builtin_shuffle(s[0], s[2], UNPACK64_HI4);
+        out[4 * h + 2] = __builtin_shuffle(s[1], s[3], UNPACK64_LO4);
+        out[4 * h + 3] = __builtin_shuffle(s[1], s[3], UNPACK64_HI4);
+    }
+}
+
+static inline void words4(v4 m[16][4], const u8 *const *row) {
+    for (int g = 0; g < 4; g++) {
+        v4 out[16];
+        words4_group(out, row + 4 * g);
+        for (int k = 0; k < 16; k++) m[k][g] = out[k];
+    }
+}
+
+static inline void words4_half(v4 m[16][2], const u8 *const *row) {
+    for (int g = 0; g < 2; g++) {
+        v4 out[16];
+        words4_group(out, row + 4 * g);
+        for (int k = 0; k < 16; k++) m[k][g] = out[k];
+    }
 }
 
 /* An empty asm that claims to change its operand, in a vector register: GCC then
@@ -219,11 +254,27 @@ typedef void md5x16_fn(MD5X16_ARGS);
 #define WORDS words8
 #include "_md5x16_body.h"
 
+#define VARIANT md5x8_avx2
+#define VARIANT_TARGET __attribute__((target("avx2")))
+#define V v8
+#define W 8
+#define NL 8
+#define WORDS words8_half
+#include "_md5x16_body.h"
+
 #define VARIANT md5x16_sse2
 #define VARIANT_TARGET
 #define V v4
 #define W 4
 #define WORDS words4
+#include "_md5x16_body.h"
+
+#define VARIANT md5x8_sse2
+#define VARIANT_TARGET
+#define V v4
+#define W 4
+#define NL 8
+#define WORDS words4_half
 #include "_md5x16_body.h"
 
 /* Run by the dynamic loader when it binds md5x16 (before constructors, so the
@@ -235,41 +286,67 @@ static md5x16_fn *md5x16_pick(void) {
     return md5x16_sse2;
 }
 void md5x16(MD5X16_ARGS) __attribute__((ifunc("md5x16_pick")));
+
+/* AVX-512 steps 16 lanes in one vector: as fast as 8 would be. */
+static md5x16_fn *md5x8_pick(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return md5x16_avx512;
+    if (__builtin_cpu_supports("avx2")) return md5x8_avx2;
+    return md5x8_sse2;
+}
+void md5x8(MD5X16_ARGS) __attribute__((ifunc("md5x8_pick")));
 #else
 /* MD5X16_WIDTH picks the body by hand, so that the tests can run each width's
  * source on any x86-64 CPU (the AVX-512 one emulated in pairs of AVX2 vectors,
  * without the sum barrier, which needs the vector in one register). */
+#if defined(MD5X16_WIDTH)
+#define WIDTH MD5X16_WIDTH
+#elif defined(__AVX512F__)
+#define WIDTH 16
+#elif defined(__AVX2__)
+#define WIDTH 8
+#else
+#define WIDTH 4
+#endif
+#if WIDTH == 16 && !defined(__AVX512F__)
+#undef OPAQUE
+#define OPAQUE(x) ((void)0)
+#elif WIDTH == 8 && defined(__x86_64__) && !defined(__AVX__)
+#undef OPAQUE
+#define OPAQUE(x) ((void)0)
+#endif
 #define VARIANT md5x16_native
 #define VARIANT_TARGET
-#if defined(MD5X16_WIDTH)
-#define W MD5X16_WIDTH
-#elif defined(__AVX512F__)
-#define W 16
-#elif defined(__AVX2__)
-#define W 8
-#else
-#define W 4
-#endif
-#if W == 16
+#define W WIDTH
+#if WIDTH == 16
 #define V v16
 #define WORDS words16
-#if !defined(__AVX512F__)
-#undef OPAQUE
-#define OPAQUE(x) ((void)0)
-#endif
-#elif W == 8
+#elif WIDTH == 8
 #define V v8
 #define WORDS words8
-#if defined(__x86_64__) && !defined(__AVX__)
-#undef OPAQUE
-#define OPAQUE(x) ((void)0)
-#endif
 #else
 #define V v4
 #define WORDS words4
 #endif
 #include "_md5x16_body.h"
 void md5x16(MD5X16_ARGS) { md5x16_native(state, data, nblocks); }
+#if WIDTH == 16
+void md5x8(MD5X16_ARGS) { md5x16_native(state, data, nblocks); }
+#else
+#define VARIANT md5x8_native
+#define VARIANT_TARGET
+#define W WIDTH
+#define NL 8
+#if WIDTH == 8
+#define V v8
+#define WORDS words8_half
+#else
+#define V v4
+#define WORDS words4_half
+#endif
+#include "_md5x16_body.h"
+void md5x8(MD5X16_ARGS) { md5x8_native(state, data, nblocks); }
+#endif
 #endif
 
 typedef void *(*mmap_fn)(void *addr, size_t n, int prot, int flags, int fd, long offset);
@@ -294,6 +371,8 @@ int md5x16_mapped(const struct mapper *io, const int fd[LANES], u32 state[64],
                   const __UINT64_TYPE__ length[LANES], u32 active, u8 *pad,
                   __UINT64_TYPE__ window, u32 *failed) {
     if (!active) return 0;
+    /* Lanes 8-15 idle: half the vectors to step (AVX2: one, not two). */
+    md5x16_fn *hash = active >> 8 ? md5x16 : md5x8;
     const u8 *data[LANES];
     u32 nblocks[LANES];
     u8 *maps[LANES];
@@ -323,7 +402,7 @@ int md5x16_mapped(const struct mapper *io, const int fd[LANES], u32 state[64],
             data[j] = map + (pos[j] - base);
             nblocks[j] = (u32)(n / 64);
         }
-        md5x16(state, data, nblocks);
+        hash(state, data, nblocks);
         if (done) {
             /* The last bytes of the finished lanes, then 0x80, zeros to 56 mod 64
              * and the length in bits, from their slot of `pad`. */
@@ -342,7 +421,7 @@ int md5x16_mapped(const struct mapper *io, const int fd[LANES], u32 state[64],
                 data[j] = lane;
                 nblocks[j] = padded / 64;
             }
-            md5x16(state, data, nblocks);
+            hash(state, data, nblocks);
         }
         for (int j = 0; j < LANES; j++) {
             if (maps[j]) io->munmap(maps[j], sizes[j]);

@@ -1,11 +1,15 @@
 /*
- * One variant of md5x16 (_md5x16.c), for vectors V of W words: the 16 lanes in
- * LANES / W of them, stepped together. Included once per variant, with VARIANT
- * (the function's name), VARIANT_TARGET (its target attribute), V, W and WORDS
- * (the transposition into V) defined; undefines them.
+ * One variant of md5x16 (_md5x16.c), for vectors V of W words: the first NL
+ * lanes (LANES unless defined: 8 for md5x8) in NL / W of them, stepped together.
+ * Included once per variant, with VARIANT (the function's name), VARIANT_TARGET
+ * (its target attribute), V, W, WORDS (the transposition into V) and perhaps NL
+ * defined; undefines them.
  */
 
-#define NV (LANES / W)
+#ifndef NL
+#define NL LANES
+#endif
+#define NV (NL / W)
 
 /* a = b + ((a + f(b, c, d) + m[k] + T[t]) <<< s), for every vector. The part of
  * the sum that does not wait for b (`early`) is added first and made opaque: GCC
@@ -44,15 +48,15 @@ VARIANT_TARGET static void VARIANT(MD5X16_ARGS) {
     const u32 *kt = T;
     OPAQUE_POINTER(kt);
     u32 most = 0;
-    for (int j = 0; j < LANES; j++)
+    for (int j = 0; j < NL; j++)
         if (nblocks[j] > most) most = nblocks[j];
     for (u32 blk = 0; blk < most; blk++) {
-        const u8 *row[LANES];
-        for (int j = 0; j < LANES; j++)
+        const u8 *row[NL];
+        for (int j = 0; j < NL; j++)
             row[j] = blk < nblocks[j] ? data[j] + (size_t)blk * 64 : zero_block;
         /* Sixteen streams from the page cache: the hardware prefetcher alone
          * left the AVX2 variant 5-7 % slower (by hand, 16 x 16 MiB mapped). */
-        for (int j = 0; j < LANES; j++)
+        for (int j = 0; j < NL; j++)
             if (blk + 8 < nblocks[j]) __builtin_prefetch(data[j] + (size_t)(blk + 8) * 64);
         V m[16][NV];
         WORDS(m, row);
@@ -155,6 +159,7 @@ VARIANT_TARGET static void VARIANT(MD5X16_ARGS) {
 #undef H
 #undef I
 #undef NV
+#undef NL
 #undef VARIANT
 #undef VARIANT_TARGET
 #undef V

@@ -2,15 +2,20 @@
 
 A multipart ETag is the MD5 of the parts' MD5s, each part its own message; the
 multi-lane kernel (`_md5lanes`) hashes 16 of them for the cost of its longest
-(AVX2 here: 50 MiB parts, ~0.24 s a call however many lanes are busy). Batching
-per file left each file a call of its own for its last few parts: a model of two
-1 GiB shards uploaded in 50 MiB parts (21 each) made four calls, 13 and 8 parts
-per file (by hand, with a timeline); pooled, its 42 parts make three.
+(AVX2 here, 50 MiB parts: 0.24-0.30 s a call of 9 to 16 busy lanes, 0.15-0.20 s
+of 1 to 8, which step one vector of the two). Batching per file left each file a
+call of its own for its last few parts: a model of two 1 GiB shards uploaded in
+50 MiB parts (21 each) made four calls, 13 and 8 parts per file (by hand, with a
+timeline); pooled, its 42 parts make three.
 
 `choose_batch` says when to call: with 16 parts landed (whole calls: a 17th
 would cost a call of its own), or, once every part still to come is in flight,
 when what has landed cannot share the last call with them. That last call comes
 after the last byte however it is made up, so parts that fit into it wait.
+Calls of 8 (that model's last 10 parts as 8 once landed and 2 after; or every
+call of 8) were tried: the tail after the last byte shrank, but the two cores
+were already busy with the download, and the wall time did not (by hand,
+`benchmarks.alternate`, 6 rounds: 3.15 s against 3.17, and 3.14 against 2.85).
 """
 
 from __future__ import annotations

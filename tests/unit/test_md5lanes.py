@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from storage_init import _md5lanes
-from storage_init._md5lanes import STEP, _Kernel, available, md5_spans
+from storage_init._md5lanes import HALF, STEP, _Kernel, available, md5_spans
 from storage_init._native import library
 from storage_init.errors import IntegrityError
 
@@ -49,6 +49,17 @@ class TestKernel:
             assert md5_spans(_in(fd, spans)) == _expected(data, spans)
         finally:
             os.close(fd)
+
+    def test_half_of_the_lanes(self, tmp_path: Path) -> None:
+        """Up to `HALF` spans (lanes 8-15 idle: md5x8) hash as hashlib does."""
+        data = os.urandom(3 * STEP)
+        for count in (1, HALF):
+            spans = [(i * 7, n) for i, n in enumerate(EDGES[-count:])]
+            fd = _file(tmp_path, data)
+            try:
+                assert md5_spans(_in(fd, spans)) == _expected(data, spans)
+            finally:
+                os.close(fd)
 
     def test_more_spans_than_lanes(self, tmp_path: Path) -> None:
         """Lanes are refilled as spans finish, in any order; results keep theirs."""
@@ -196,6 +207,9 @@ def test_cpu_variants(tmp_path: Path, variant: str) -> None:
     fd = _file(tmp_path, data)
     try:
         assert md5_spans(_in(fd, spans), kernel=kernel) == _expected(data, spans)
+        # Lanes 8-15 idle: md5x8, the half of the vectors.
+        few = spans[-HALF:]
+        assert md5_spans(_in(fd, few), kernel=kernel) == _expected(data, few)
     finally:
         os.close(fd)
 
@@ -227,6 +241,7 @@ def test_aarch64_neon(tmp_path: Path) -> None:
     data = os.urandom(3 * 4096 + 999)
     lengths = [0, 1, 55, 56, 63, 64, 65, 119, 120, 127, 128, 4095, 4096, 4097, 9000]
     spans = [(i * 97, n) for i, n in enumerate(lengths)] * 2  # 30: two calls' worth
+    spans += spans[:5]  # and a call of lanes 0-4 only: md5x8's half of the vectors
     path = tmp_path / "data"
     path.write_bytes(data)
     args = [str(x) for span in spans for x in span]
