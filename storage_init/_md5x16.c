@@ -9,8 +9,8 @@
  *
  * Written with GCC/Clang vector extensions, not intrinsics: one body
  * (_md5x16_body.h) is compiled for 16 lanes in one vector of 16 words (AVX-512),
- * two of 8 (AVX2) or four of 4 (SSE2, NEON), and on x86-64 the dynamic loader
- * binds md5x16 to the best variant the CPU has.
+ * two of 8 (AVX2) or four of 4 (NEON; SSE2 runs two calls of two), and on x86-64
+ * the dynamic loader binds md5x16 to the best variant the CPU has.
  *
  * Freestanding: no Python headers, and of libc only what the compiler itself may
  * call (memset), which every process has. The library is loaded with ctypes, whose
@@ -236,7 +236,9 @@ static inline void words4_half(v4 m[16][2], const u8 *const *row) {
 #endif
 #define OPAQUE_POINTER(p) __asm__("" : "+r"(p))
 
-#define MD5X16_ARGS u32 state[64], const u8 *const data[LANES], const u32 nblocks[LANES]
+/* Pointers, not arrays of 64 and 16: md5x16_sse2 passes md5x8 the upper lanes
+ * (state + 8: lanes 8-15 of each word, 48 words from the end) as lanes 0-7. */
+#define MD5X16_ARGS u32 *state, const u8 *const *data, const u32 *nblocks
 typedef void md5x16_fn(MD5X16_ARGS);
 
 #ifdef DISPATCH
@@ -262,13 +264,6 @@ typedef void md5x16_fn(MD5X16_ARGS);
 #define WORDS words8_half
 #include "_md5x16_body.h"
 
-#define VARIANT md5x16_sse2
-#define VARIANT_TARGET
-#define V v4
-#define W 4
-#define WORDS words4
-#include "_md5x16_body.h"
-
 #define VARIANT md5x8_sse2
 #define VARIANT_TARGET
 #define V v4
@@ -276,6 +271,14 @@ typedef void md5x16_fn(MD5X16_ARGS);
 #define NL 8
 #define WORDS words4_half
 #include "_md5x16_body.h"
+
+/* SSE2 has 16 registers: the four vectors of each state word (16 lanes) left it
+ * spilling, and two calls of eight lanes (two vectors) are faster (by hand,
+ * `benchmarks.kernels`: 2.48 GiB/s against 1.57 for four vectors at once). */
+static void md5x16_sse2(MD5X16_ARGS) {
+    md5x8_sse2(state, data, nblocks);
+    md5x8_sse2(state + 8, data + 8, nblocks + 8);
+}
 
 /* Run by the dynamic loader when it binds md5x16 (before constructors, so the
  * CPU model is initialised here; libgcc provides it). */
@@ -315,6 +318,14 @@ void md5x8(MD5X16_ARGS) __attribute__((ifunc("md5x8_pick")));
 #undef OPAQUE
 #define OPAQUE(x) ((void)0)
 #endif
+#if WIDTH == 4 && defined(__x86_64__)
+void md5x8(MD5X16_ARGS);
+/* As md5x16_sse2 above: two calls of eight lanes. */
+void md5x16(MD5X16_ARGS) {
+    md5x8(state, data, nblocks);
+    md5x8(state + 8, data + 8, nblocks + 8);
+}
+#else
 #define VARIANT md5x16_native
 #define VARIANT_TARGET
 #define W WIDTH
@@ -330,6 +341,7 @@ void md5x8(MD5X16_ARGS) __attribute__((ifunc("md5x8_pick")));
 #endif
 #include "_md5x16_body.h"
 void md5x16(MD5X16_ARGS) { md5x16_native(state, data, nblocks); }
+#endif
 #if WIDTH == 16
 void md5x8(MD5X16_ARGS) { md5x16_native(state, data, nblocks); }
 #else
