@@ -127,7 +127,9 @@ static const u32 T[64] = {
 #define LO1 {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}
 #define HI1 {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}
 
-static inline void words16(v16 m[16][1], const u8 *const *row) {
+/* The 16 lanes into m (ng is 1: one vector holds them all). */
+static inline void words16(int ng, v16 m[16][ng], const u8 *const *row) {
+    (void)ng;
     v16 t[16];
     for (int j = 0; j < LANES; j++) __builtin_memcpy(&t[j], row[j], sizeof t[j]);
     for (int i = 0; i < 8; i++) SWAP(i, 8, LO8, HI8);
@@ -173,18 +175,13 @@ static inline void words8_group(v8 out[16], const u8 *const *row) {
     }
 }
 
-static inline void words8(v8 m[16][2], const u8 *const *row) {
-    for (int g = 0; g < 2; g++) {
+/* Lanes 8g..8g+7 of `row` into column g of m, for each of the ng groups. */
+static inline void words8(int ng, v8 m[16][ng], const u8 *const *row) {
+    for (int g = 0; g < ng; g++) {
         v8 out[16];
         words8_group(out, row + 8 * g);
         for (int k = 0; k < 16; k++) m[k][g] = out[k];
     }
-}
-
-static inline void words8_half(v8 m[16][1], const u8 *const *row) {
-    v8 out[16];
-    words8_group(out, row);
-    for (int k = 0; k < 16; k++) m[k][0] = out[k];
 }
 
 #define UNPACK32_LO4 ((iv4){0, 4, 1, 5})
@@ -209,16 +206,9 @@ static inline void words4_group(v4 out[16], const u8 *const *row) {
     }
 }
 
-static inline void words4(v4 m[16][4], const u8 *const *row) {
-    for (int g = 0; g < 4; g++) {
-        v4 out[16];
-        words4_group(out, row + 4 * g);
-        for (int k = 0; k < 16; k++) m[k][g] = out[k];
-    }
-}
-
-static inline void words4_half(v4 m[16][2], const u8 *const *row) {
-    for (int g = 0; g < 2; g++) {
+/* Lanes 4g..4g+3 of `row` into column g of m, for each of the ng groups. */
+static inline void words4(int ng, v4 m[16][ng], const u8 *const *row) {
+    for (int g = 0; g < ng; g++) {
         v4 out[16];
         words4_group(out, row + 4 * g);
         for (int k = 0; k < 16; k++) m[k][g] = out[k];
@@ -261,7 +251,7 @@ typedef void md5x16_fn(MD5X16_ARGS);
 #define V v8
 #define W 8
 #define NL 8
-#define WORDS words8_half
+#define WORDS words8
 #include "_md5x16_body.h"
 
 #define VARIANT md5x8_sse2
@@ -269,7 +259,7 @@ typedef void md5x16_fn(MD5X16_ARGS);
 #define V v4
 #define W 4
 #define NL 8
-#define WORDS words4_half
+#define WORDS words4
 #include "_md5x16_body.h"
 
 /* SSE2 has 16 registers: the four vectors of each state word (16 lanes) left it
@@ -351,10 +341,10 @@ void md5x8(MD5X16_ARGS) { md5x16_native(state, data, nblocks); }
 #define NL 8
 #if WIDTH == 8
 #define V v8
-#define WORDS words8_half
+#define WORDS words8
 #else
 #define V v4
-#define WORDS words4_half
+#define WORDS words4
 #endif
 #include "_md5x16_body.h"
 void md5x8(MD5X16_ARGS) { md5x8_native(state, data, nblocks); }

@@ -2,8 +2,8 @@
  * One variant of md5x16 (_md5x16.c), for vectors V of W words: the first NL
  * lanes (LANES unless defined: 8 for md5x8) in NL / W of them, stepped together.
  * Included once per variant, with VARIANT (the function's name), VARIANT_TARGET
- * (its target attribute), V, W, WORDS (the transposition into V) and perhaps NL
- * defined; undefines them.
+ * (its target attribute), V, W, WORDS (the transposition into NV vectors V) and
+ * perhaps NL defined; undefines them.
  */
 
 #ifndef NL
@@ -59,7 +59,7 @@ VARIANT_TARGET static void VARIANT(MD5X16_ARGS) {
         for (int j = 0; j < NL; j++)
             if (blk + 8 < nblocks[j]) __builtin_prefetch(data[j] + (size_t)(blk + 8) * 64);
         V m[16][NV];
-        WORDS(m, row);
+        WORDS(NV, m, row);
         V aa[NV], bb[NV], cc[NV], dd[NV];
         for (int g = 0; g < NV; g++) {
             aa[g] = a[g];

@@ -109,7 +109,7 @@ class S3Backend(FetchedRanges):
         opts = self._options
         return new_session(
             max_connections=self._max_connections,
-            verify=tls_verify(self._options),
+            verify=tls_verify(opts),
             connect_timeout=opts.connect_timeout,
             read_timeout=opts.read_timeout,
         )
@@ -138,7 +138,7 @@ class S3Backend(FetchedRanges):
                 fetch = Fetcher(
                     session,
                     self._proxy,
-                    verify=tls_verify(self._options),
+                    verify=tls_verify(opts),
                     connect_timeout=opts.connect_timeout,
                     read_timeout=opts.read_timeout,
                     max_idle=self._max_connections,
@@ -152,7 +152,7 @@ class S3Backend(FetchedRanges):
                     control = BotoControl(
                         opts,
                         max_connections=self._max_connections,
-                        verify=tls_verify(self._options),
+                        verify=tls_verify(opts),
                     )
                     log.debug("S3 requests through aiobotocore")
                 else:
