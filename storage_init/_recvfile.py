@@ -4,8 +4,9 @@ The connection (`backends._wire`) decides when a body can go this way; the engin
 says where its bytes go and which CRC they feed (a `FileRun`). Off Linux's libc,
 or without the compiled library, `available` is False and bodies take the Python
 loop (`Engine._receive`), byte for byte the same. A body that feeds no CRC
-moves from the socket to the file by splice(2), never through user space
-(`receive_to_file`).
+can move from the socket to the file by splice(2), never through user space
+(`receive_to_file`; `FileRun.splice`, which the engine takes from
+`TransferConfig.splice`).
 
 `get_to_file` goes further for a small file: the request, the response's head and
 the body in one call, the GIL released once.
@@ -63,6 +64,7 @@ class FileRun:
             whatever its outcome).
         mutex: the file's `TempFile.write_mutex`, held around each chunk's
             writes; None: no lock.
+        splice: without a CRC, move the bytes by splice (`receive_to_file`).
     """
 
     path: Path
@@ -72,6 +74,7 @@ class FileRun:
     crc: int = 0
     received: int = 0
     mutex: ctypes.Array[ctypes.c_char] | None = None
+    splice: bool = True
 
 
 class _Io(ctypes.Structure):

@@ -107,8 +107,8 @@ class TransferConfig:
     and SDKs (about 60-70 MiB with aiobotocore). A thread hashing multipart-ETag
     parts maps 16 MiB of the file at a time instead (`_md5lanes.STEP` per lane):
     page cache, counted in the RSS while mapped. A range received by splice (no
-    CRC to compute) holds up to 1 MiB of the socket's pages in its pipe: kernel
-    memory, outside the RSS but inside a container's memory limit.
+    CRC to compute, `splice` on) holds up to 1 MiB of the socket's pages in its
+    pipe: kernel memory, outside the RSS but inside a container's memory limit.
 
     The defaults were chosen by measurement (2 GiB from a local SeaweedFS on 2
     cores, 3 alternating runs each by hand with STORAGE_INIT_CHUNK_SIZE): 256 KiB
@@ -144,6 +144,19 @@ class TransferConfig:
             there); None means 100 times the archive's size, at least 1 GiB. Env
             STORAGE_INIT_MAX_UNPACKED.
         verify: how to check files. Env STORAGE_INIT_VERIFY.
+        splice: move the bodies of ranges that feed no CRC (their file is checked
+            by its MD5 read back, or not at all) from the socket to the file by
+            splice(2), one copy in the kernel, rather than receiving them into a
+            buffer and writing it (two). Off by default: its cost is the less
+            predictable. The 2 GiB MD5 model, by hand (`benchmarks.alternate`,
+            medians of the whole process's system seconds): an earlier session
+            had splice ahead, 1.30 s against 1.77 (4 rounds); on an Intel Xeon
+            with AVX-512, five sets of 8-12 rounds in one session had it behind
+            every time, and further behind as the session went on and the page
+            cache filled: 1.33, 1.59, 1.81, 1.97, 2.32 s against 1.07-1.21, wall
+            2.55-3.37 s against 2.26-2.48 (s5cmd 2.07-2.21). perf puts half of a
+            spliced run's samples in the kernel's copy from the pipe to the page
+            cache. On with STORAGE_INIT_SPLICE=1.
         retry: the retry policy for ranges.
     """
 
@@ -157,6 +170,7 @@ class TransferConfig:
     extract_archives: bool = True
     max_unpacked: int | None = None
     verify: VerifyMode = VerifyMode.AUTO
+    splice: bool = False
     retry: RetryConfig = field(default_factory=RetryConfig)
 
     def __post_init__(self) -> None:
@@ -703,6 +717,8 @@ def _transfer(environ: Mapping[str, str]) -> TransferConfig:
         changes["skip_unchanged"] = False
     if _falsy(environ.get("STORAGE_INIT_EXTRACT")):
         changes["extract_archives"] = False
+    if _truthy(environ.get("STORAGE_INIT_SPLICE")):
+        changes["splice"] = True
     if raw := environ.get("STORAGE_INIT_MAX_UNPACKED"):
         changes["max_unpacked"] = parse_size(raw)
     cfg = replace(cfg, **changes)

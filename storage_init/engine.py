@@ -36,10 +36,11 @@ Shape of one run, for any number of source/destination pairs::
   C (`_recvfile`, `_receive_natively`): a segment per call, the GIL released
   once, where Python's loop took it back ~9 times per chunk (2 GiB with a CRC:
   ~0.4 CPU seconds less, by hand). A body with no CRC to compute (its file is
-  checked by an MD5 read back from disk) goes socket -> pipe -> file by
-  splice(2) there, never through user space: the MD5 model, 0.4-0.5 s less
-  system time. Bodies that only the event loop can read (through a proxy, from
-  memory) are written there, the same way.
+  checked by an MD5 read back from disk) can go socket -> pipe -> file by
+  splice(2) there, never through user space (`TransferConfig.splice`: off by
+  default, its cost varies by machine and grows with the page cache). Bodies
+  that only the event loop can read (through a proxy, from memory) are written
+  there, the same way.
 - CRCs are computed by that thread as chunks are written. A whole-file MD5 or
   SHA-256 (1.2-1.5 CPU seconds per GiB) needs the file in order: one thread per
   file reads each range back from the page cache once it is written, in order.
@@ -1216,7 +1217,13 @@ class Engine:
             kind, crc = native
             room = digest.ranges[index].room or end - offset
             run = FileRun(
-                temp.final, temp.fd, offset, kind, crc, mutex=temp.write_mutex
+                temp.final,
+                temp.fd,
+                offset,
+                kind,
+                crc,
+                mutex=temp.write_mutex,
+                splice=self._cfg.splice,
             )
             try:
                 done = body.receive_to_file(

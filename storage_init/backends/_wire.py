@@ -450,7 +450,13 @@ class _Connection:
         complete = False
         try:
             complete = recvfile.receive_to_file(
-                self._sock.fileno(), self._buf, chunk, run, count, have=len(early)
+                self._sock.fileno(),
+                self._buf,
+                chunk,
+                run,
+                count,
+                have=len(early),
+                splice=run.splice,
             )
         except (BlockingIOError, TimeoutError):
             raise self._timed_out() from None

@@ -221,6 +221,14 @@ class TestFromEnv:
         assert small.connections == 5 + 8 + 4
 
     @pytest.mark.parametrize(
+        ("value", "splice"), [(None, False), ("0", False), ("1", True), ("true", True)]
+    )
+    def test_splice_switch(self, value: str | None, splice: bool) -> None:
+        """Splicing is off unless STORAGE_INIT_SPLICE turns it on."""
+        env = {} if value is None else {"STORAGE_INIT_SPLICE": value}
+        assert from_env(env).transfer.splice is splice
+
+    @pytest.mark.parametrize(
         "env",
         [
             {"S3_MAX_ATTEMPTS": "many"},

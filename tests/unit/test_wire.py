@@ -662,6 +662,36 @@ async def test_receive_to_file_cut_short(tmp_path: Path) -> None:
         assert not any(pool._idle.values())
 
 
+@needs_native
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "buffered"])
+async def test_receive_to_file_splices_unless_told_not_to(
+    tmp_path: Path, splice: bool
+) -> None:
+    """A run without a CRC is spliced; with `splice` off its bytes pass through
+    the connection's buffer (which then holds the last chunk). The file is the
+    same either way."""
+    chunk = 64 << 10
+    data = os.urandom(16 * chunk)
+    async with (
+        scripted(lambda req, n: [_ok(data)]) as url,
+        aclosing(WirePool(buffer_size=chunk)) as pool,
+    ):
+        response = await pool.request(url, {})
+        fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+        try:
+            run = FileRun(tmp_path / "f", fd, 0, splice=splice)
+            taken = await anyio.to_thread.run_sync(
+                response.receive_to_file_blocking, run, len(data), chunk, 5.0
+            )
+            assert (taken, run.received) == (True, len(data))
+            assert os.pread(fd, len(data) + 1, 0) == data
+        finally:
+            os.close(fd)
+        buffered = bytes(response._connection._buf[:chunk]) == data[-chunk:]
+        assert buffered is not splice
+        pool.release(response)
+
+
 def _resident_kib(buffer: mmap.mmap | bytearray) -> int:
     """KiB of `buffer`'s pages resident in memory (mincore, page by page).
 
