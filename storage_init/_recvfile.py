@@ -64,7 +64,8 @@ class FileRun:
             whatever its outcome).
         mutex: the file's `TempFile.write_mutex`, held around each chunk's
             writes; None: no lock.
-        splice: without a CRC, move the bytes by splice (`receive_to_file`).
+        splice: without a CRC, move the bytes by splice (`receive_to_file`);
+            off by default, as `TransferConfig.splice`.
     """
 
     path: Path
@@ -74,7 +75,7 @@ class FileRun:
     crc: int = 0
     received: int = 0
     mutex: ctypes.Array[ctypes.c_char] | None = None
-    splice: bool = True
+    splice: bool = False
 
 
 class _Io(ctypes.Structure):

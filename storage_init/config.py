@@ -151,10 +151,10 @@ class TransferConfig:
             predictable. The 2 GiB MD5 model, by hand (`benchmarks.alternate`,
             medians of the whole process's system seconds): an earlier session
             had splice ahead, 1.30 s against 1.77 (4 rounds); on an Intel Xeon
-            with AVX-512, five sets of 8-12 rounds in one session had it behind
+            with AVX-512, six sets of 6-12 rounds in one session had it behind
             every time, and further behind as the session went on and the page
-            cache filled: 1.33, 1.59, 1.81, 1.97, 2.32 s against 1.07-1.21, wall
-            2.55-3.37 s against 2.26-2.48 (s5cmd 2.07-2.21). perf puts half of a
+            cache filled: 1.33, 1.59, 1.81, 1.97, 2.32, 2.01 s against 1.05-1.21,
+            wall 2.55-3.37 s against 2.26-2.48 (s5cmd 1.93-2.21). perf puts half of a
             spliced run's samples in the kernel's copy from the pipe to the page
             cache. On with STORAGE_INIT_SPLICE=1.
         retry: the retry policy for ranges.
