@@ -126,7 +126,6 @@ def receive_to_file(
     count: int,
     *,
     have: int = 0,
-    splice: bool = True,
 ) -> bool:
     """Receive `count` bytes from socket `sock` into `run`, `chunk` bytes at a time.
 
@@ -136,11 +135,11 @@ def receive_to_file(
     `run.received` and `run.crc` count the bytes written and CRC'd, those
     included, whatever the outcome.
 
-    With `splice`, a body with no CRC to compute (``run.crc_kind`` -1) goes from
-    the socket to the file by splice(2), never through `buffer`: one copy in the
-    kernel, not two (``_recvfile.c``: 0.4 s less system time per 2 GiB). A
-    socket or file that cannot splice is received through `buffer` instead,
-    byte for byte the same.
+    With ``run.splice``, a body with no CRC to compute (``run.crc_kind`` -1) goes
+    from the socket to the file by splice(2), never through `buffer`: one copy
+    in the kernel, not two (whether that is cheaper depends on the machine:
+    `TransferConfig.splice`). A socket or file that cannot splice is received
+    through `buffer` instead, byte for byte the same.
 
     Returns:
         True once all `count` bytes are in; False if the peer closed first.
@@ -177,7 +176,7 @@ def receive_to_file(
         run.crc_kind,
         state,
         run.mutex,
-        int(splice),
+        int(run.splice),
     )
     run.received, run.crc = state[0], state[1]
     _raise_failure(status, state[2], run.path)

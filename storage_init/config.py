@@ -152,11 +152,11 @@ class TransferConfig:
             medians of the whole process's system seconds): an earlier session
             had splice ahead, 1.30 s against 1.77 (4 rounds); on an Intel Xeon
             with AVX-512, six sets of 6-12 rounds in one session had it behind
-            every time, and further behind as the session went on and the page
-            cache filled: 1.33, 1.59, 1.81, 1.97, 2.32, 2.01 s against 1.05-1.21,
-            wall 2.55-3.37 s against 2.26-2.48 (s5cmd 1.93-2.21). perf puts half of a
-            spliced run's samples in the kernel's copy from the pipe to the page
-            cache. On with STORAGE_INIT_SPLICE=1.
+            every time, by a margin that varied from set to set (in order: 1.81,
+            1.59, 1.33, 1.97, 2.32, 2.01 s against 1.21, 1.07, 1.14, 1.17, 1.17,
+            1.05; wall 2.55-3.37 s against 2.26-2.58, s5cmd 1.93-2.21). perf
+            puts half of a spliced run's samples in the kernel's copy from the
+            pipe to the page cache. On with STORAGE_INIT_SPLICE=1.
         retry: the retry policy for ranges.
     """
 

@@ -38,9 +38,9 @@ Shape of one run, for any number of source/destination pairs::
   ~0.4 CPU seconds less, by hand). A body with no CRC to compute (its file is
   checked by an MD5 read back from disk) can go socket -> pipe -> file by
   splice(2) there, never through user space (`TransferConfig.splice`: off by
-  default, its cost varies by machine and grows with the page cache). Bodies
-  that only the event loop can read (through a proxy, from memory) are written
-  there, the same way.
+  default, whether it saves CPU depends on the machine). Bodies that only the
+  event loop can read (through a proxy, from memory) are written there, the
+  same way.
 - CRCs are computed by that thread as chunks are written. A whole-file MD5 or
   SHA-256 (1.2-1.5 CPU seconds per GiB) needs the file in order: one thread per
   file reads each range back from the page cache once it is written, in order.

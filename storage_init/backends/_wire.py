@@ -450,13 +450,7 @@ class _Connection:
         complete = False
         try:
             complete = recvfile.receive_to_file(
-                self._sock.fileno(),
-                self._buf,
-                chunk,
-                run,
-                count,
-                have=len(early),
-                splice=run.splice,
+                self._sock.fileno(), self._buf, chunk, run, count, have=len(early)
             )
         except (BlockingIOError, TimeoutError):
             raise self._timed_out() from None

@@ -82,12 +82,12 @@ def test_bytes_land_at_their_offset_with_their_crc(
     head, data = b"already here", os.urandom(size)
     fd = open_file(len(head) + size)
     os.pwrite(fd, head, 0)
-    run = recvfile.FileRun(tmp_path / "f", fd, len(head), 0, crc.update(head, 0))
+    run = recvfile.FileRun(
+        tmp_path / "f", fd, len(head), 0, crc.update(head, 0), splice=splice
+    )
     sender = _send_later(pair[1], data, close=False)
     buffer = bytearray(CHUNK)
-    assert recvfile.receive_to_file(
-        pair[0].fileno(), buffer, CHUNK, run, size, splice=splice
-    )
+    assert recvfile.receive_to_file(pair[0].fileno(), buffer, CHUNK, run, size)
     sender.join()
     assert run.received == size
     assert run.crc == crc.update(head + data, 0)
@@ -105,12 +105,12 @@ def test_bytes_in_hand_go_first(
     crc = crc_algorithm("crc64nvme")
     data = os.urandom(size)
     fd = open_file(size)
-    run = recvfile.FileRun(tmp_path / "f", fd, 0, 0, 0)
+    run = recvfile.FileRun(tmp_path / "f", fd, 0, 0, 0, splice=splice)
     buffer = bytearray(CHUNK)
     buffer[:have] = data[:have]
     sender = _send_later(pair[1], data[have:], close=False)
     assert recvfile.receive_to_file(
-        pair[0].fileno(), buffer, CHUNK, run, size, have=have, splice=splice
+        pair[0].fileno(), buffer, CHUNK, run, size, have=have
     )
     sender.join()
     assert (run.received, run.crc) == (size, crc.update(data, 0))
@@ -122,12 +122,12 @@ def test_bytes_in_hand_are_written_when_the_peer_closes(
 ) -> None:
     """A close right after the head: its bytes still land, and count."""
     fd = open_file(100)
-    run = recvfile.FileRun(tmp_path / "f", fd, 0)
+    run = recvfile.FileRun(tmp_path / "f", fd, 0, splice=splice)
     pair[1].shutdown(socket.SHUT_WR)
     buffer = bytearray(CHUNK)
     buffer[:10] = b"0123456789"
     assert not recvfile.receive_to_file(
-        pair[0].fileno(), buffer, CHUNK, run, 100, have=10, splice=splice
+        pair[0].fileno(), buffer, CHUNK, run, 100, have=10
     )
     assert run.received == 10
     assert os.pread(fd, 10, 0) == b"0123456789"
@@ -137,7 +137,7 @@ def test_bytes_in_hand_are_written_when_the_peer_closes(
     ("have", "count"), [(CHUNK + 1, 2 * CHUNK), (11, 10), (-1, 10)]
 )
 def test_bytes_in_hand_must_fit(splice: bool, pair, tmp_path, have, count) -> None:
-    run = recvfile.FileRun(tmp_path / "f", -1, 0)
+    run = recvfile.FileRun(tmp_path / "f", -1, 0, splice=splice)
     with pytest.raises(ValueError, match="in hand"):
         recvfile.receive_to_file(
             pair[0].fileno(),
@@ -146,17 +146,16 @@ def test_bytes_in_hand_must_fit(splice: bool, pair, tmp_path, have, count) -> No
             run,
             count,
             have=have,
-            splice=splice,
         )
 
 
 def test_no_crc_leaves_it_alone(splice: bool, pair, tmp_path, open_file) -> None:
     """Kind -1: the bytes are written, the CRC field is untouched."""
     fd = open_file(1000)
-    run = recvfile.FileRun(tmp_path / "f", fd, 0, -1, 42)
+    run = recvfile.FileRun(tmp_path / "f", fd, 0, -1, 42, splice=splice)
     _send_later(pair[1], b"x" * 1000, close=False).join()
     assert recvfile.receive_to_file(
-        pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 1000, splice=splice
+        pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 1000
     )
     assert (run.received, run.crc) == (1000, 42)
 
@@ -164,11 +163,9 @@ def test_no_crc_leaves_it_alone(splice: bool, pair, tmp_path, open_file) -> None
 def test_stops_at_count(splice: bool, pair, tmp_path, open_file) -> None:
     """Bytes past `count` stay in the socket for the next reader."""
     fd = open_file(10)
-    run = recvfile.FileRun(tmp_path / "f", fd, 0)
+    run = recvfile.FileRun(tmp_path / "f", fd, 0, splice=splice)
     _send_later(pair[1], b"0123456789rest", close=False).join()
-    assert recvfile.receive_to_file(
-        pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 10, splice=splice
-    )
+    assert recvfile.receive_to_file(pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 10)
     assert pair[0].recv(100) == b"rest"
 
 
@@ -179,10 +176,10 @@ def test_peer_closing_early_reports_what_arrived(
     crc = crc_algorithm("crc32c")
     data = os.urandom(CHUNK + 500)
     fd = open_file(2 * CHUNK)
-    run = recvfile.FileRun(tmp_path / "f", fd, 0, 1, 0)
+    run = recvfile.FileRun(tmp_path / "f", fd, 0, 1, 0, splice=splice)
     _send_later(pair[1], data, close=True).join()
     assert not recvfile.receive_to_file(
-        pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 2 * CHUNK, splice=splice
+        pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 2 * CHUNK
     )
     assert run.received == len(data)
     assert run.crc == crc.update(data, 0)
@@ -194,13 +191,11 @@ def test_silence_times_out(splice: bool, pair, tmp_path, open_file) -> None:
     timeval = struct.pack("@ll", 0, 200_000)
     pair[0].setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
     fd = open_file(100)
-    run = recvfile.FileRun(tmp_path / "f", fd, 0)
+    run = recvfile.FileRun(tmp_path / "f", fd, 0, splice=splice)
     _send_later(pair[1], b"y" * 10, close=False).join()
     started = time.monotonic()
     with pytest.raises(BlockingIOError):
-        recvfile.receive_to_file(
-            pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 100, splice=splice
-        )
+        recvfile.receive_to_file(pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 100)
     assert time.monotonic() - started < 5
     assert run.received == 10  # what came before the silence is kept
 
@@ -210,11 +205,11 @@ def test_write_failure_is_a_local_error(splice: bool, pair, tmp_path) -> None:
     (tmp_path / "f").write_bytes(b"")
     fd = os.open(tmp_path / "f", os.O_RDONLY)
     try:
-        run = recvfile.FileRun(tmp_path / "dest.bin", fd, 0, 0, 0)
+        run = recvfile.FileRun(tmp_path / "dest.bin", fd, 0, 0, 0, splice=splice)
         _send_later(pair[1], b"z" * 100, close=False).join()
         with pytest.raises(LocalIOError, match=r"dest\.bin"):
             recvfile.receive_to_file(
-                pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 100, splice=splice
+                pair[0].fileno(), bytearray(CHUNK), CHUNK, run, 100
             )
         assert (run.received, run.crc) == (0, 0)
     finally:
@@ -230,7 +225,7 @@ def test_a_signal_does_not_break_the_receive(
     data = os.urandom(4 * WRITE_PIECE)
 
     def receive() -> None:
-        run = recvfile.FileRun(tmp_path / "f", fd, 0, 2, 0)
+        run = recvfile.FileRun(tmp_path / "f", fd, 0, 2, 0, splice=splice)
         try:
             got.append(
                 recvfile.receive_to_file(
@@ -239,7 +234,6 @@ def test_a_signal_does_not_break_the_receive(
                     CHUNK,
                     run,
                     len(data),
-                    splice=splice,
                 )
             )
         except Exception as exc:  # noqa: BLE001 (reported below)
@@ -268,7 +262,9 @@ def test_receivers_of_one_file_share_its_mutex(splice: bool, tmp_path) -> None:
     data = [os.urandom(3 * CHUNK) for _ in range(8)]
     pairs = [socket.socketpair() for _ in data]
     runs = [
-        recvfile.FileRun(temp.final, temp.fd, i * 3 * CHUNK, 0, 0, 0, temp.write_mutex)
+        recvfile.FileRun(
+            temp.final, temp.fd, i * 3 * CHUNK, 0, 0, 0, temp.write_mutex, splice=splice
+        )
         for i in range(8)
     ]
     results: list[bool] = []
@@ -281,7 +277,6 @@ def test_receivers_of_one_file_share_its_mutex(splice: bool, tmp_path) -> None:
                 CHUNK,
                 runs[i],
                 3 * CHUNK,
-                splice=splice,
             )
         )
 
@@ -304,11 +299,9 @@ def test_receivers_of_one_file_share_its_mutex(splice: bool, tmp_path) -> None:
 
 
 def test_buffer_smaller_than_a_chunk_is_refused(splice: bool, pair, tmp_path) -> None:
-    run = recvfile.FileRun(tmp_path / "f", 0, 0)
+    run = recvfile.FileRun(tmp_path / "f", 0, 0, splice=splice)
     with pytest.raises(ValueError, match="smaller"):
-        recvfile.receive_to_file(
-            pair[0].fileno(), bytearray(10), CHUNK, run, 100, splice=splice
-        )
+        recvfile.receive_to_file(pair[0].fileno(), bytearray(10), CHUNK, run, 100)
 
 
 def test_splice_keeps_the_bytes_out_of_the_buffer(pair, tmp_path, open_file) -> None:
@@ -317,7 +310,7 @@ def test_splice_keeps_the_bytes_out_of_the_buffer(pair, tmp_path, open_file) -> 
     size = 3 * CHUNK + 5
     data = os.urandom(size)
     fd = open_file(size)
-    run = recvfile.FileRun(tmp_path / "f", fd, 0, -1)
+    run = recvfile.FileRun(tmp_path / "f", fd, 0, -1, splice=True)
     buffer = bytearray(CHUNK)
     sender = _send_later(pair[1], data, close=False)
     assert recvfile.receive_to_file(pair[0].fileno(), buffer, CHUNK, run, size)
@@ -335,7 +328,7 @@ def test_a_file_that_cannot_splice_is_written_through_the_buffer(
     data = os.urandom(size)
     fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT | os.O_APPEND)
     try:
-        run = recvfile.FileRun(tmp_path / "f", fd, 0, -1, 0)
+        run = recvfile.FileRun(tmp_path / "f", fd, 0, -1, 0, splice=True)
         buffer = bytearray(CHUNK)
         buffer[:7] = data[:7]
         sender = _send_later(pair[1], data[7:], close=False)

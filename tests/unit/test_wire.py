@@ -667,9 +667,9 @@ async def test_receive_to_file_cut_short(tmp_path: Path) -> None:
 async def test_receive_to_file_splices_unless_told_not_to(
     tmp_path: Path, splice: bool
 ) -> None:
-    """A run without a CRC is spliced; with `splice` off its bytes pass through
-    the connection's buffer (which then holds the last chunk). The file is the
-    same either way."""
+    """A run without a CRC is spliced when its `splice` says so; otherwise its
+    bytes pass through the connection's buffer (which then holds the last
+    chunk). The file is the same either way."""
     chunk = 64 << 10
     data = os.urandom(16 * chunk)
     async with (
