@@ -17,9 +17,12 @@
  * With `splice` set, a body with no CRC to compute (`which` -1: one checked by
  * an MD5 read back from the file, or not checked) does not pass through the
  * buffer at all: socket -> pipe -> file by splice(2), one copy in the kernel
- * where receiving and writing make two, through user space. The 2 x 1 GiB model
- * with MD5 ETags, by hand (benchmarks.alternate, 5 rounds): 1.19 s of system
- * time against 1.62, 3.04 s against 3.32. A body with a CRC is received as
+ * where receiving and writing make two, through user space. Whether that is
+ * cheaper depends on the machine, so the caller decides (TransferConfig.splice,
+ * off by default): the 2 x 1 GiB model with MD5 ETags, by hand
+ * (benchmarks.alternate), took 1.19 s of system time against 1.62 buffered on
+ * an AMD EPYC (5 rounds), but 1.33-2.32 s against 1.05-1.21 on an Intel Xeon
+ * with AVX-512 (six sets of 6-12 rounds). A body with a CRC is received as
  * before: the CRC must see the bytes, and reading them back from the page cache
  * (pread, chunk by chunk) cost what the splice saved (4 rounds: 2.14 CPU s
  * against 2.18). A socket or a file that cannot splice (EINVAL: a file system
