@@ -1,12 +1,12 @@
 """Alternate a few tools on one S3 URL, run after run, against a running SeaweedFS.
 
-The by-hand figures of the README come from this: each round runs the tools in
-turn (the order reversed every other round), each into a new destination under
-``--dest`` after ``sync`` (`fresh_dest`), measured like `benchmarks.run`
+The by-hand figures of `benchmarks/FINDINGS.md` come from this: each round runs the
+tools in turn (the order reversed every other round), each into a new destination
+under ``--dest`` after ``sync`` (`fresh_dest`), measured like `benchmarks.run`
 (`run_measured`). Every run is printed with the tool that ran just before it,
 and the medians are given per tool and per (tool, predecessor): a tool's cost
-can depend on what the previous run left in the kernel (see the README on the
-model and s5cmd).
+can depend on what the previous run left in the kernel (see `benchmarks/FINDINGS.md`
+on the model and s5cmd).
 
 A tool is a name from `benchmarks.run.TOOLS`, optionally with environment
 settings: ``storage-init:STORAGE_INIT_SMALL_FILE_CONCURRENCY=16``. ``storage-init``

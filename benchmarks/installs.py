@@ -4,7 +4,7 @@ storage-init's image (`Dockerfile.distroless`) runs Debian 12's ``python3``;
 KServe's storage initializer runs on the official ``python:*-slim`` images. Both
 interpreters are built with profile-guided and link-time optimisation; a
 development interpreter need not be, and the difference shows in start-up and in
-per-file Python (the README, "Benchmarks", has the figures). So the harness
+per-file Python (`benchmarks/FINDINGS.md` has the figures). So the harness
 runs every Python tool as it ships: storage-init installed from a wheel of the
 checkout and started as the image starts it (``python -I -B -m storage_init``),
 each peer from PyPI, all in virtualenvs of Debian's ``python3`` where it is

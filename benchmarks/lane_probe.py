@@ -1,8 +1,10 @@
 """Where one storage-init run spends its time on many small files: one run, in process.
 
-The README's by-hand figures for the small-file path come from this: it runs the
-command line in this process and reports
+The by-hand figures for the small-file path (`benchmarks/FINDINGS.md`) come from
+this: it runs the command line in this process and reports
 
+- the main thread's CPU: the event loop's (and the imports this module has not
+  already made);
 - context switches, voluntary and involuntary (``getrusage``): a thread that
   waits for the GIL, or for a lock, sleeps and is woken, one switch each
   (``--switch-interval`` changes how soon a waiting thread asks for the GIL);
@@ -143,6 +145,7 @@ def main() -> int:
     profile = cProfile.Profile() if args.profile else None
     sys.argv = ["storage-init", args.url, args.dest]
     started = time.perf_counter()
+    loop_started = time.thread_time()
     if profile is not None:
         profile.enable()
     try:
@@ -151,10 +154,12 @@ def main() -> int:
         if profile is not None:
             profile.disable()
     wall = time.perf_counter() - started
+    loop_cpu = time.thread_time() - loop_started
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(
         f"exit {code}  wall {wall:.2f} s  user {usage.ru_utime:.2f}"
         f"  system {usage.ru_stime:.2f}  (whole process, imports included)\n"
+        f"main thread (imports after this module's, event loop): {loop_cpu:.2f} CPU s\n"
         f"context switches: {usage.ru_nvcsw} voluntary, {usage.ru_nivcsw} involuntary\n"
         "gc: "
         + "  ".join(

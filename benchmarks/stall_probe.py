@@ -1,9 +1,9 @@
 """What a download and its server wait for: one run, sampled from /proc.
 
-The README's reading of the idle time at the large end of the scaling series
-comes from this. It runs a command (``DEST`` in it becomes a fresh destination,
-made by `benchmarks.measure.fresh_dest` as the harness makes them) and, every
-`--interval` seconds until it exits, samples
+The reading of the idle time at the large end of the scaling series
+(`benchmarks/FINDINGS.md`) comes from this. It runs a command (``DEST`` in it
+becomes a fresh destination, made by `benchmarks.measure.fresh_dest` as the harness
+makes them) and, every `--interval` seconds until it exits, samples
 
 - the CPU: cores busy and in iowait (``/proc/stat``);
 - the page cache: ``Dirty`` and ``Writeback`` (``/proc/meminfo``);
